@@ -1,0 +1,17 @@
+"""Dask Gateway clusters whose workers run as HTCondor jobs."""
+
+from . import config  # registers the config defaults before anything reads them
+from .cluster import HTCGatewayCluster
+from .errors import HTCondorError, ScheddUnavailableError, SettingError, SubmitError
+from .gateway import HTCGateway
+
+__all__ = [
+    "HTCGateway",
+    "HTCGatewayCluster",
+    "HTCondorError",
+    "ScheddUnavailableError",
+    "SettingError",
+    "SubmitError",
+]
+
+del config

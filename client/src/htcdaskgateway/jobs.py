@@ -1,0 +1,43 @@
+"""What the client knows about a worker job."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class JobStatus(enum.IntEnum):
+    """HTCondor's ``JobStatus`` codes."""
+
+    IDLE = 1
+    RUNNING = 2
+    REMOVED = 3
+    COMPLETED = 4
+    HELD = 5
+    TRANSFERRING_OUTPUT = 6
+    SUSPENDED = 7
+
+    @property
+    def is_active(self) -> bool:
+        """Counts toward the cluster's size (queued, running or held)."""
+        return self not in (JobStatus.REMOVED, JobStatus.COMPLETED)
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    job_id: str  # "ClusterId.ProcId"
+    status: JobStatus
+    hold_reason: str | None = None
+
+
+def removal_order(jobs: list[WorkerJob]) -> list[WorkerJob]:
+    """Jobs in the order to remove them when scaling down.
+
+    Idle and held jobs hold no data, so they go first; among running ones
+    the newest go first, as they have done the least work.
+    """
+    rank = {JobStatus.IDLE: 0, JobStatus.HELD: 1}
+    return sorted(
+        jobs,
+        key=lambda job: (rank.get(job.status, 2), [-int(p) for p in job.job_id.split(".")]),
+    )

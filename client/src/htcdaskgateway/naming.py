@@ -1,0 +1,43 @@
+"""Names shared by the client, the worker jobs and the scheduler plugin.
+
+A worker is named after its HTCondor job (``htc-<ClusterId>.<ProcId>``) so
+that a worker in the scheduler and a job in the queue are one identity.
+"""
+
+import re
+
+WORKER_NAME_PREFIX = "htc-"
+# Expanded by condor_submit for each job of a submit transaction.
+WORKER_NAME_TEMPLATE = WORKER_NAME_PREFIX + "$(ClusterId).$(ProcId)"
+# ClassAd attribute that ties a job to its gateway cluster.
+CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
+# File names of the cluster's credentials inside the job's sandbox.
+CERT_FILE = "dask.crt"
+KEY_FILE = "dask.pem"
+
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def is_htcondor_worker(name: object) -> bool:
+    return isinstance(name, str) and name.startswith(WORKER_NAME_PREFIX)
+
+
+def worker_name(job_id: str) -> str:
+    return WORKER_NAME_PREFIX + job_id
+
+
+def job_id_of_worker(name: str) -> str | None:
+    return name[len(WORKER_NAME_PREFIX) :] if is_htcondor_worker(name) else None
+
+
+def scheduler_sni(cluster_name: str) -> str:
+    """The TLS server name the gateway's proxy routes to this cluster's scheduler."""
+    return "daskgateway-" + cluster_name
+
+
+def checked_cluster_name(name: str) -> str:
+    # Cluster names go into ClassAd string literals and constraints; the
+    # gateway only issues names of this shape, so anything else is refused.
+    if not _CLUSTER_NAME.match(name):
+        raise ValueError(f"Not a dask-gateway cluster name: {name!r}")
+    return name

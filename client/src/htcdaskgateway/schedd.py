@@ -1,0 +1,131 @@
+"""The only module that talks to HTCondor (through the htcondor2 bindings).
+
+Binding calls block, so each runs in one worker thread per process, off
+the event loop, in the order they were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import htcondor2
+
+from .errors import HTCondorError, ScheddUnavailableError, SubmitError
+from .jobs import JobStatus, WorkerJob
+
+T = TypeVar("T")
+
+_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "HoldReason"]
+
+
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="htcdaskgateway-schedd")
+
+
+class ScheddClient:
+    """A schedd, found through the collector on first use."""
+
+    def __init__(self, collector: str | None = None, name: str | None = None) -> None:
+        self.collector = collector
+        self.name = name
+        self._schedd: htcondor2.Schedd | None = None
+
+    def __repr__(self) -> str:
+        return f"ScheddClient(collector={self.collector!r}, name={self.name!r})"
+
+    async def _call(self, func: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(_executor(), func, *args)
+        except RuntimeError:
+            # Executors take no new work once the interpreter is exiting, but
+            # shutdown at exit must still remove the jobs: call directly.
+            return func(*args)
+        return await future
+
+    def _locate(self) -> htcondor2.Schedd:
+        if self._schedd is None:
+            where = self.collector or "the collector of the local HTCondor configuration"
+            try:
+                collector = (
+                    htcondor2.Collector(self.collector) if self.collector else htcondor2.Collector()
+                )
+                ads = collector.locateAll(htcondor2.DaemonType.Schedd)
+            except htcondor2.HTCondorException as exc:
+                raise ScheddUnavailableError(f"Cannot reach {where}: {exc}") from None
+            if self.name is not None:
+                ads = [ad for ad in ads if ad.get("Name") == self.name]
+            if len(ads) != 1:
+                known = sorted(str(ad.get("Name")) for ad in ads)
+                wanted = f"schedd {self.name!r}" if self.name else "exactly one schedd"
+                raise ScheddUnavailableError(
+                    f"Expected {wanted} at {where}, found {known or 'none'}; "
+                    "set gateway.htcondor.schedd (and gateway.htcondor.collector)"
+                )
+            self._schedd = htcondor2.Schedd(ads[0])
+        return self._schedd
+
+    async def submit(self, description: Mapping[str, str], count: int) -> list[str]:
+        """Queue ``count`` jobs in one transaction and spool their input files.
+
+        The jobs wait on hold until their input files are in the schedd's
+        spool, so the local copies may be deleted when this returns.
+        """
+        return await self._call(self._submit, dict(description), count)
+
+    def _submit(self, description: dict[str, str], count: int) -> list[str]:
+        schedd = self._locate()
+        try:
+            result = schedd.submit(htcondor2.Submit(description), count=count, spool=True)
+        except htcondor2.HTCondorException as exc:
+            raise SubmitError(f"The schedd refused the worker jobs: {exc}") from None
+        cluster, first = result.cluster(), result.first_proc()
+        job_ids = [f"{cluster}.{first + i}" for i in range(result.num_procs())]
+        try:
+            schedd.spool(result)
+        except htcondor2.HTCondorException as exc:
+            schedd.act(htcondor2.JobAction.Remove, job_ids, "input files could not be spooled")
+            raise SubmitError(
+                f"Could not send the worker credentials to the schedd: {exc}"
+            ) from None
+        return job_ids
+
+    async def jobs(self, constraint: str) -> list[WorkerJob]:
+        """Jobs matching ``constraint`` that are still in the queue."""
+        return await self._call(self._jobs, constraint)
+
+    def _jobs(self, constraint: str) -> list[WorkerJob]:
+        try:
+            ads = self._locate().query(constraint, projection=_PROJECTION)
+        except htcondor2.HTCondorException as exc:
+            raise HTCondorError(f"Could not query the schedd: {exc}") from None
+        return [
+            WorkerJob(
+                job_id=f"{ad['ClusterId']}.{ad['ProcId']}",
+                status=JobStatus(ad["JobStatus"]),
+                hold_reason=_string_or_none(ad.get("HoldReason")),
+            )
+            for ad in ads
+        ]
+
+    async def remove(self, job_spec: list[str] | str, reason: str) -> None:
+        """Remove jobs given by ids or by a constraint."""
+        await self._call(self._remove, job_spec, reason)
+
+    def _remove(self, job_spec: list[str] | str, reason: str) -> None:
+        if not job_spec:
+            return
+        try:
+            self._locate().act(htcondor2.JobAction.Remove, job_spec, reason)
+        except htcondor2.HTCondorException as exc:
+            raise HTCondorError(f"Could not remove worker jobs: {exc}") from None
+
+
+def _string_or_none(value: object) -> str | None:
+    # Unset attributes come back as classad2.Value.Undefined.
+    return value if isinstance(value, str) else None

@@ -1,0 +1,193 @@
+"""Typed, validated view of the ``gateway.htcondor`` config.
+
+Values come, in increasing priority, from the shipped YAML defaults, the
+user's dask config files, ``DASK_GATEWAY__HTCONDOR__*`` environment
+variables and the ``htcondor=`` mapping passed to ``HTCGateway``. Everything
+is checked here, before any job is submitted, and an error names the
+setting at fault.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dask.config
+from dask.utils import parse_bytes
+
+from .errors import SettingError
+
+PREFIX = "gateway.htcondor"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    executable: str
+    cores: int
+    memory: int
+    disk: int
+    nthreads: int
+    host: str | None
+    death_timeout: float
+    kill_timeout: int
+    extra_args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SubmitSettings:
+    batch_name: str
+    extra_directives: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class HTCondorSettings:
+    collector: str | None
+    schedd: str | None
+    scheduler_address: str | None
+    worker: WorkerSettings
+    submit: SubmitSettings
+
+    @classmethod
+    def from_config(cls, overrides: Mapping[str, Any] | None = None) -> HTCondorSettings:
+        """Read ``gateway.htcondor`` from dask config, with ``overrides`` on top."""
+        config = dask.config.get(PREFIX)
+        if overrides:
+            _check_known_keys(overrides, config, PREFIX)
+            config = dask.config.merge(config, _hyphenate(overrides))
+        return cls._parse(config)
+
+    @classmethod
+    def _parse(cls, raw: Mapping[str, Any]) -> HTCondorSettings:
+        raw = _hyphenate(raw)
+        _check_known_keys(raw, _defaults(), PREFIX)
+        worker = raw["worker"]
+        submit = raw["submit"]
+        cores = _positive_int(worker["cores"], "worker.cores")
+        nthreads = worker["nthreads"]
+        return cls(
+            collector=_optional_str(raw["collector"], "collector"),
+            schedd=_optional_str(raw["schedd"], "schedd"),
+            scheduler_address=_scheduler_address(raw["scheduler-address"]),
+            worker=WorkerSettings(
+                executable=_required_str(worker["executable"], "worker.executable"),
+                cores=cores,
+                memory=_byte_size(worker["memory"], "worker.memory"),
+                disk=_byte_size(worker["disk"], "worker.disk"),
+                nthreads=cores if nthreads is None else _positive_int(nthreads, "worker.nthreads"),
+                host=_optional_str(worker["host"], "worker.host"),
+                death_timeout=_positive_number(worker["death-timeout"], "worker.death-timeout"),
+                kill_timeout=_positive_int(worker["kill-timeout"], "worker.kill-timeout"),
+                extra_args=_str_list(worker["extra-args"], "worker.extra-args"),
+            ),
+            submit=SubmitSettings(
+                batch_name=_batch_name(submit["batch-name"]),
+                extra_directives=_directives(submit["extra-directives"]),
+            ),
+        )
+
+
+def _defaults() -> Mapping[str, Any]:
+    from .config import defaults
+
+    return defaults["gateway"]["htcondor"]
+
+
+def _hyphenate(value: Any) -> Any:
+    # Keyword arguments are written with underscores (death_timeout), config
+    # keys with hyphens (death-timeout); dask treats both as the same key.
+    if isinstance(value, Mapping):
+        return {
+            str(k).replace("_", "-"): v
+            if k in ("extra-directives", "extra_directives")
+            else _hyphenate(v)
+            for k, v in value.items()
+        }
+    return value
+
+
+def _check_known_keys(given: Mapping[str, Any], known: Mapping[str, Any], where: str) -> None:
+    for key, value in given.items():
+        name = str(key).replace("_", "-")
+        if name not in known:
+            choices = ", ".join(sorted(known))
+            raise SettingError(f"Unknown setting {where}.{name}; known keys there: {choices}")
+        # extra-directives is an open mapping of submit commands, not a section.
+        if isinstance(known[name], Mapping) and name != "extra-directives":
+            if not isinstance(value, Mapping):
+                raise SettingError(f"{where}.{name} must be a mapping, got {value!r}")
+            _check_known_keys(value, known[name], f"{where}.{name}")
+
+
+def _fail(setting: str, expected: str, value: object) -> SettingError:
+    return SettingError(f"{PREFIX}.{setting} must be {expected}, got {value!r}")
+
+
+def _positive_int(value: object, setting: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise _fail(setting, "a positive integer", value)
+    return int(value)
+
+
+def _positive_number(value: object, setting: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
+        raise _fail(setting, "a positive number of seconds", value)
+    return float(value)
+
+
+def _byte_size(value: object, setting: str) -> int:
+    try:
+        size = parse_bytes(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError, KeyError):
+        raise _fail(setting, 'a byte size such as "4 GiB" or "500 MB"', value) from None
+    if size <= 0:
+        raise _fail(setting, "a positive byte size", value)
+    return size
+
+
+def _optional_str(value: object, setting: str) -> str | None:
+    if value is None:
+        return None
+    return _required_str(value, setting)
+
+
+def _required_str(value: object, setting: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(setting, "a non-empty string", value)
+    return value
+
+
+def _str_list(value: object, setting: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _fail(setting, "a list of strings", value)
+    return tuple(value)
+
+
+def _scheduler_address(value: object) -> str | None:
+    address = _optional_str(value, "scheduler-address")
+    if address is not None and not address.startswith("tls://"):
+        raise _fail("scheduler-address", 'a "tls://host:port" address', value)
+    return address
+
+
+def _batch_name(value: object) -> str:
+    template = _required_str(value, "submit.batch-name")
+    try:
+        template.format(cluster_name="x")
+    except (KeyError, IndexError, ValueError):
+        raise _fail(
+            "submit.batch-name", 'a name with no fields but "{cluster_name}"', value
+        ) from None
+    return template
+
+
+def _directives(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        raise _fail("submit.extra-directives", "a mapping of submit commands to values", value)
+    items = []
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str | int | float | bool):
+            raise _fail("submit.extra-directives", "a mapping of strings to strings", value)
+        items.append((key, str(item)))
+    return tuple(items)

@@ -1,0 +1,34 @@
+import pytest
+
+from htcdaskgateway.cluster import _worker_count
+from htcdaskgateway.jobs import JobStatus, WorkerJob, removal_order
+
+
+def test_removal_order_idle_then_held_then_newest_running():
+    jobs = [
+        WorkerJob("7.0", JobStatus.RUNNING),
+        WorkerJob("7.1", JobStatus.IDLE),
+        WorkerJob("8.0", JobStatus.RUNNING),
+        WorkerJob("7.2", JobStatus.HELD, "no"),
+        WorkerJob("7.10", JobStatus.RUNNING),
+    ]
+    assert [j.job_id for j in removal_order(jobs)] == ["7.1", "7.2", "8.0", "7.10", "7.0"]
+
+
+def test_active_states():
+    assert JobStatus.HELD.is_active and JobStatus.IDLE.is_active
+    assert not JobStatus.REMOVED.is_active and not JobStatus.COMPLETED.is_active
+
+
+@pytest.mark.parametrize("n", [0, 1, 30])
+def test_worker_count_accepts_whole_numbers(n):
+    assert _worker_count(n) == n
+
+
+@pytest.mark.parametrize(
+    ("n", "error"),
+    [(-1, ValueError), ("3", TypeError), (2.5, TypeError), (True, TypeError), (None, TypeError)],
+)
+def test_worker_count_refuses_others(n, error):
+    with pytest.raises(error, match="scale"):
+        _worker_count(n)

@@ -1,0 +1,56 @@
+import dask.config
+import pytest
+
+from htcdaskgateway.errors import SettingError
+from htcdaskgateway.settings import HTCondorSettings
+
+
+def test_defaults_come_from_the_shipped_yaml():
+    settings = HTCondorSettings.from_config()
+    assert settings.worker.cores == 1
+    assert settings.worker.memory == 2 * 2**30
+    assert settings.worker.nthreads == 1
+    assert settings.scheduler_address is None
+
+
+def test_precedence_kwargs_over_env_over_config(monkeypatch):
+    with dask.config.set({"gateway.htcondor.worker.cores": 2}):
+        assert HTCondorSettings.from_config().worker.cores == 2
+        monkeypatch.setenv("DASK_GATEWAY__HTCONDOR__WORKER__CORES", "3")
+        dask.config.refresh()
+        assert HTCondorSettings.from_config().worker.cores == 3
+        settings = HTCondorSettings.from_config({"worker": {"cores": 4, "death_timeout": 5}})
+        assert settings.worker.cores == 4
+        assert settings.worker.nthreads == 4
+        assert settings.worker.death_timeout == 5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"worker": {"cores": -1}}, "worker.cores"),
+        ({"worker": {"cores": 1.5}}, "worker.cores"),
+        ({"worker": {"cores": "2"}}, "worker.cores"),
+        ({"worker": {"memory": "1XB"}}, "worker.memory"),
+        ({"worker": {"disk": 0}}, "worker.disk"),
+        ({"worker": {"death-timeout": 0}}, "worker.death-timeout"),
+        ({"worker": {"extra-args": "--foo"}}, "worker.extra-args"),
+        ({"scheduler-address": "127.0.0.1:8786"}, "scheduler-address"),
+        ({"worker": {"corez": 1}}, "worker.corez"),
+        ({"submit": {"batch-name": "x-{unknown}"}}, "submit.batch-name"),
+        ({"worker": 3}, "worker"),
+    ],
+)
+def test_invalid_values_name_the_setting(overrides, named):
+    with pytest.raises(SettingError, match=rf"gateway\.htcondor\.{named}"):
+        HTCondorSettings.from_config(overrides)
+
+
+def test_extra_directives_are_open():
+    settings = HTCondorSettings.from_config(
+        {"submit": {"extra_directives": {"+AccountingGroup": '"cms"', "request_gpus": 1}}}
+    )
+    assert dict(settings.submit.extra_directives) == {
+        "+AccountingGroup": '"cms"',
+        "request_gpus": "1",
+    }

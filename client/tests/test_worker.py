@@ -1,0 +1,55 @@
+import os
+import stat
+import sys
+
+import pytest
+
+from htcdaskgateway import worker
+
+
+def test_worker_command_uses_sni_and_no_nanny():
+    args = worker.parse_args(
+        ["--scheduler-address", "tls://127.0.0.1:18786", "--sni", "daskgateway-x",
+         "--name", "htc-3.1", "--nthreads", "2", "--host", "127.0.0.1", "--", "--lifetime", "1h"]
+    )  # fmt: skip
+    command = worker.worker_command(args)
+    assert command[:4] == [sys.executable, "-m", "distributed.cli.dask_worker",
+                           "tls://127.0.0.1:18786"]  # fmt: skip
+    joined = " ".join(command)
+    assert "--scheduler-sni daskgateway-x" in joined
+    assert "--name htc-3.1" in joined and "--nthreads 2" in joined
+    assert "--no-nanny" in command and "--host 127.0.0.1" in joined
+    assert command[-2:] == ["--lifetime", "1h"]
+
+
+def test_tls_environment_names_paths_only(tmp_path):
+    env = worker.tls_environment(tmp_path / "dask.crt", tmp_path / "dask.pem")
+    assert env["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"] == str(tmp_path / "dask.pem")
+    assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+
+
+def test_missing_credentials_exit_with_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"dask\.crt is missing"):
+        worker.main(["--scheduler-address", "tls://h:1", "--sni", "s", "--name", "n"])
+
+
+def test_credentials_made_private_before_exec(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("dask.crt", "dask.pem"):
+        (tmp_path / name).write_text("x")
+        os.chmod(tmp_path / name, 0o644)
+    seen = {}
+
+    def fake_execve(path, argv, env):
+        seen["modes"] = [
+            stat.S_IMODE(os.stat(tmp_path / n).st_mode) for n in ("dask.crt", "dask.pem")
+        ]
+        seen["env"] = env
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", fake_execve)
+    with pytest.raises(SystemExit):
+        worker.main(["--scheduler-address", "tls://h:1", "--sni", "s", "--name", "n"])
+    assert seen["modes"] == [0o600, 0o600]
+    assert seen["env"]["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"] == str(tmp_path / "dask.crt")

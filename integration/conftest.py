@@ -1,0 +1,84 @@
+"""End-to-end fixtures: the real client against the compose stack.
+
+Runs in the analyst container (`make e2e`), which has the client, the
+pool's address and alice's token. Nothing is mocked; if the stack is not
+up, the tests fail rather than skip.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import htcondor2
+import pytest
+
+from htcdaskgateway import HTCGateway, HTCGatewayCluster
+
+T = TypeVar("T")
+CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.e2e)
+
+
+def wait_for(check: Callable[[], T], what: str, timeout: float = 60, interval: float = 0.5) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {result!r}")
+        time.sleep(interval)
+
+
+def queue(cluster_name: str, projection: list[str] | None = None) -> list:
+    """The cluster's jobs in the schedd's queue, read independently of the client."""
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    return schedd.query(f'{CLUSTER_ATTRIBUTE} == "{cluster_name}"', projection=projection or [])
+
+
+def condor_q_long(cluster_name: str) -> str:
+    """`condor_q -l` of the cluster's jobs, as an analyst would look at them."""
+    constraint = f'{CLUSTER_ATTRIBUTE} == "{cluster_name}"'
+    return subprocess.run(
+        ["condor_q", "-l", "-constraint", constraint], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture(scope="session")
+def stack_ready() -> None:
+    try:
+        htcondor2.Collector().query(htcondor2.AdTypes.Schedd, projection=["Name"])
+    except Exception as exc:
+        pytest.fail(f"The HTCondor pool is not reachable ({exc}); start it with `make up`")
+
+
+@pytest.fixture
+def gateway(stack_ready: None) -> Iterator[HTCGateway]:
+    gw = HTCGateway()
+    yield gw
+    gw.close()
+
+
+@pytest.fixture
+def new_cluster(gateway: HTCGateway) -> Iterator[Callable[[], HTCGatewayCluster]]:
+    """Start clusters; at teardown shut them down and check nothing is left."""
+    clusters: list[HTCGatewayCluster] = []
+
+    def start() -> HTCGatewayCluster:
+        cluster = gateway.new_cluster()
+        clusters.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.shutdown()
+    for cluster in clusters:
+        wait_for(lambda c=cluster: not queue(c.name), f"jobs of {cluster.name} to leave", 30)

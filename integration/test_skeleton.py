@@ -1,0 +1,140 @@
+"""The walking skeleton through the real stack: gateway, proxy, schedd, workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from dask_gateway.client import ClusterStatus
+from distributed import get_worker
+
+from conftest import condor_q_long, queue, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def running_job_ids(cluster_name: str) -> set[str]:
+    ads = queue(cluster_name, ["ClusterId", "ProcId", "JobStatus"])
+    return {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in ads if ad["JobStatus"] == 2}
+
+
+def worker_names(client) -> set[str]:
+    return {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+
+
+def where_tasks_ran(client, n: int) -> list[tuple[int, str]]:
+    def square_and_where(i: int) -> tuple[int, str]:
+        time.sleep(0.05)  # long enough that both workers get tasks
+        return i * i, get_worker().name
+
+    return client.gather(client.map(square_and_where, range(n)))
+
+
+def test_scale_two_workers_tied_to_jobs_and_compute(new_cluster):
+    cluster = new_cluster()
+    started = time.monotonic()
+    cluster.scale(2)
+    client = cluster.get_client()
+    client.wait_for_workers(2, timeout=90)
+    print(f"\nscale(2) -> 2 connected workers: {time.monotonic() - started:.2f} s")
+
+    jobs = wait_for(lambda: running_job_ids(cluster.name), "2 running jobs", 30)
+    assert len(queue(cluster.name)) == 2
+    names = worker_names(client)
+    assert names == {f"htc-{job_id}" for job_id in jobs}, "each worker is named after its job"
+
+    results = where_tasks_ran(client, 40)
+    assert [r for r, _ in results] == [i * i for i in range(40)]
+    assert {w for _, w in results} <= names
+    assert len({w for _, w in results}) == 2, "tasks ran on both HTCondor workers"
+
+
+def test_two_clusters_at_once_each_with_own_jobs_and_certificate(new_cluster):
+    first, second = new_cluster(), new_cluster()
+    assert first.name != second.name
+    assert first.security.tls_cert != second.security.tls_cert
+    first.scale(1)
+    second.scale(2)
+    clients = first.get_client(set_as_default=False), second.get_client(set_as_default=False)
+    clients[0].wait_for_workers(1, timeout=90)
+    clients[1].wait_for_workers(2, timeout=90)
+
+    for cluster, client, n in ((first, clients[0], 1), (second, clients[1], 2)):
+        jobs = wait_for(lambda c=cluster: running_job_ids(c.name), "running jobs", 30)
+        assert len(jobs) == n
+        assert worker_names(client) == {f"htc-{j}" for j in jobs}
+        results = where_tasks_ran(client, 10)
+        assert [r for r, _ in results] == [i * i for i in range(10)]
+        assert {w for _, w in results} <= worker_names(client)
+    assert not running_job_ids(first.name) & running_job_ids(second.name)
+
+
+def test_no_pem_material_in_job_ad_environment_or_arguments(new_cluster):
+    cluster = new_cluster()
+    cluster.scale(1)
+    client = cluster.get_client()
+    client.wait_for_workers(1, timeout=90)
+
+    long_listing = condor_q_long(cluster.name)
+    assert f'HTCDaskGatewayCluster = "{cluster.name}"' in long_listing, "the job is listed"
+    assert "BEGIN" not in long_listing
+    key_body = cluster.security.tls_key.splitlines()[1]
+    assert key_body not in long_listing
+
+    def process_view() -> dict:
+        cmdline = Path("/proc/self/cmdline").read_text().replace("\0", " ")
+        scratch = Path(os.environ["_CONDOR_SCRATCH_DIR"])
+        return {
+            "environ": "\n".join(f"{k}={v}" for k, v in os.environ.items()),
+            "cmdline": cmdline,
+            "key_mode": oct((scratch / "dask.pem").stat().st_mode & 0o777),
+        }
+
+    (view,) = client.run(process_view).values()
+    assert "BEGIN" not in view["environ"] and key_body not in view["environ"]
+    assert "BEGIN" not in view["cmdline"] and key_body not in view["cmdline"]
+    assert "--scheduler-sni daskgateway-" + cluster.name in view["cmdline"]
+    assert view["key_mode"] == "0o600"
+
+    leftovers = list(Path(tempfile.gettempdir()).glob("htcdaskgateway-*"))
+    assert not leftovers, "credentials staged for the schedd are removed after submit"
+
+
+def test_shutdown_stops_scheduler_and_removes_jobs(gateway, new_cluster):
+    cluster = new_cluster()
+    name = cluster.name
+    cluster.scale(2)
+    wait_for(lambda: len(running_job_ids(name)) == 2, "2 running jobs", 60)
+
+    cluster.shutdown()
+    wait_for(lambda: not queue(name), "the cluster's jobs to leave the queue", 30)
+    assert name not in {c.name for c in gateway.list_clusters()}
+    assert gateway.get_cluster(name).status is ClusterStatus.STOPPED
+
+
+@pytest.mark.parametrize("n", [-1, "3", 2.5, None])
+def test_bad_scale_arguments_fail_clearly_and_submit_nothing(new_cluster, n):
+    cluster = new_cluster()
+    with pytest.raises((TypeError, ValueError), match="scale"):
+        cluster.scale(n)
+    time.sleep(1)
+    assert queue(cluster.name) == []
+
+
+def test_seed_usage_runs_as_written():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "integration" / "demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 workers connected" in done.stdout
+    assert "cluster shut down" in done.stdout
+    name = done.stdout.split()[1]  # "cluster <name> started"
+    wait_for(lambda: not queue(name), f"the demo's jobs ({name}) to leave the queue", 30)
