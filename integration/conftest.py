@@ -7,6 +7,7 @@ up, the tests fail rather than skip.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,22 @@ from htcdaskgateway import HTCGateway, HTCGatewayCluster
 
 T = TypeVar("T")
 CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
+
+
+_FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures measured by this run")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def record_figure() -> Callable[[str], None]:
+    """Report a measurement in the run's summary (figures, not asserted)."""
+    return _FIGURES.append
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -65,6 +82,12 @@ def gateway(stack_ready: None) -> Iterator[HTCGateway]:
     gw = HTCGateway()
     yield gw
     gw.close()
+    # dask-gateway's Gateway.__del__ stops its loop runner under
+    # distributed's class-wide LoopRunner lock. If garbage collection runs
+    # it inside the next test's new IO-loop thread, that thread waits for
+    # the lock its creator holds and the new Gateway fails to start after
+    # 10 s. Collect here, between tests, so that cannot happen.
+    gc.collect()
 
 
 @pytest.fixture

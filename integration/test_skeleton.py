@@ -35,13 +35,13 @@ def where_tasks_ran(client, n: int) -> list[tuple[int, str]]:
     return client.gather(client.map(square_and_where, range(n)))
 
 
-def test_scale_two_workers_tied_to_jobs_and_compute(new_cluster):
+def test_scale_two_workers_tied_to_jobs_and_compute(new_cluster, record_figure):
     cluster = new_cluster()
     started = time.monotonic()
     cluster.scale(2)
     client = cluster.get_client()
     client.wait_for_workers(2, timeout=90)
-    print(f"\nscale(2) -> 2 connected workers: {time.monotonic() - started:.2f} s")
+    record_figure(f"scale(2) -> 2 connected workers: {time.monotonic() - started:.2f} s")
 
     jobs = wait_for(lambda: running_job_ids(cluster.name), "2 running jobs", 30)
     assert len(queue(cluster.name)) == 2

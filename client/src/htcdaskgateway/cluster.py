@@ -34,58 +34,27 @@ class HTCGatewayCluster(GatewayCluster):
     """
 
     def __init__(
-        self,
-        address: str | None = None,
-        proxy_address: str | int | None = None,
-        public_address: str | None = None,
-        auth: Any = None,
-        cluster_options: Any = None,
-        shutdown_on_close: bool = True,
-        asynchronous: bool = False,
-        loop: Any = None,
-        htcondor: Mapping[str, Any] | None = None,
-        **kwargs: Any,
+        self, *args: Any, htcondor: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
         # Settings are checked before the gateway is asked for anything.
         self._prepare(htcondor)
-        super().__init__(
-            address=address,
-            proxy_address=proxy_address,
-            public_address=public_address,
-            auth=auth,
-            cluster_options=cluster_options,
-            shutdown_on_close=shutdown_on_close,
-            asynchronous=asynchronous,
-            loop=loop,
-            **kwargs,
-        )
+        super().__init__(*args, **kwargs)
 
     @classmethod
     def from_name(  # type: ignore[override]
         cls,
         cluster_name: str,
         shutdown_on_close: bool = False,
-        address: str | None = None,
-        proxy_address: str | int | None = None,
-        public_address: str | None = None,
-        auth: Any = None,
-        asynchronous: bool = False,
-        loop: Any = None,
         htcondor: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> HTCGatewayCluster:
-        """Connect to a running cluster; its jobs are found by their ClassAd."""
+        """Connect to a running cluster; its jobs are found by their ClassAd.
+
+        ``kwargs`` are those of ``GatewayCluster.from_name`` (address, auth, ...).
+        """
         self = object.__new__(cls)
         self._prepare(htcondor)
-        self._init_internal(
-            address=address,
-            proxy_address=proxy_address,
-            public_address=public_address,
-            auth=auth,
-            asynchronous=asynchronous,
-            loop=loop,
-            shutdown_on_close=shutdown_on_close,
-            name=cluster_name,
-        )
+        self._init_internal(name=cluster_name, shutdown_on_close=shutdown_on_close, **kwargs)
         return self
 
     def _prepare(self, htcondor: Mapping[str, Any] | None) -> None:

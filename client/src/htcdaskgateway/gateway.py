@@ -22,25 +22,11 @@ class HTCGateway(Gateway):
     cluster_class: type[HTCGatewayCluster] = HTCGatewayCluster
 
     def __init__(
-        self,
-        address: str | None = None,
-        proxy_address: str | int | None = None,
-        public_address: str | None = None,
-        auth: Any = None,
-        asynchronous: bool = False,
-        loop: Any = None,
-        htcondor: Mapping[str, Any] | None = None,
+        self, *args: Any, htcondor: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
         self.htcondor = dict(htcondor or {})
         HTCondorSettings.from_config(self.htcondor)  # bad settings fail here, not at scale()
-        super().__init__(
-            address=address,
-            proxy_address=proxy_address,
-            public_address=public_address,
-            auth=auth,
-            asynchronous=asynchronous,
-            loop=loop,
-        )
+        super().__init__(*args, **kwargs)
 
     def _cluster_kwargs(self) -> dict[str, Any]:
         return {
