@@ -54,6 +54,9 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     log "no registry for $BASE_IMAGE: debootstrapping $BASE_SUITE into $BASE_IMAGE"
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
     root=$(mktemp -d)
+    # mktemp makes the directory 0700, and it becomes the image's "/":
+    # storage drivers such as vfs keep that mode, locking out non-root users.
+    chmod 0755 "$root"
     $sudo debootstrap --variant=minbase "$BASE_SUITE" "$root" http://deb.debian.org/debian >/tmp/debootstrap.log 2>&1 \
       || { log "debootstrap failed; see /tmp/debootstrap.log"; exit 1; }
     $sudo tar -C "$root" -c . | docker import - "$BASE_IMAGE" >/dev/null
