@@ -104,6 +104,7 @@ class ScheddClient:
             ads = self._locate().query(constraint, projection=_PROJECTION)
         except htcondor2.HTCondorException as exc:
             raise HTCondorError(f"Could not query the schedd: {exc}") from None
+        ads = sorted(ads, key=lambda ad: (ad["ClusterId"], ad["ProcId"]))
         return [
             WorkerJob(
                 job_id=f"{ad['ClusterId']}.{ad['ProcId']}",
