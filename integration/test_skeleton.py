@@ -113,8 +113,12 @@ def test_shutdown_stops_scheduler_and_removes_jobs(gateway, new_cluster):
 
     cluster.shutdown()
     wait_for(lambda: not queue(name), "the cluster's jobs to leave the queue", 30)
+    wait_for(
+        lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED,
+        "the gateway to report the cluster stopped",
+        30,
+    )
     assert name not in {c.name for c in gateway.list_clusters()}
-    assert gateway.get_cluster(name).status is ClusterStatus.STOPPED
 
 
 @pytest.mark.parametrize("n", [-1, "3", 2.5, None])

@@ -1,7 +1,7 @@
 import pytest
 
 from htcdaskgateway.cluster import _worker_count
-from htcdaskgateway.jobs import JobStatus, WorkerJob, removal_order
+from htcdaskgateway.jobs import JobStatus, WorkerJob, count_by_status, removal_order
 
 
 def test_removal_order_idle_then_held_then_newest_running():
@@ -32,3 +32,14 @@ def test_worker_count_accepts_whole_numbers(n):
 def test_worker_count_refuses_others(n, error):
     with pytest.raises(error, match="scale"):
         _worker_count(n)
+
+
+def test_count_by_status_ignores_ended_jobs():
+    jobs = [
+        WorkerJob("1.0", JobStatus.IDLE),
+        WorkerJob("1.1", JobStatus.RUNNING),
+        WorkerJob("1.2", JobStatus.RUNNING),
+        WorkerJob("1.3", JobStatus.HELD, "out of memory"),
+        WorkerJob("1.4", JobStatus.REMOVED),
+    ]
+    assert count_by_status(jobs) == {"idle": 1, "running": 2, "held": 1}

@@ -8,6 +8,9 @@ from typing import Any
 from dask_gateway import Gateway
 
 from .cluster import HTCGatewayCluster
+from .jobs import WorkerJob
+from .naming import CLUSTER_ATTRIBUTE, checked_cluster_name
+from .schedd import ANY_CLUSTER, ScheddClient
 from .settings import HTCondorSettings
 
 
@@ -25,7 +28,8 @@ class HTCGateway(Gateway):
         self, *args: Any, htcondor: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
         self.htcondor = dict(htcondor or {})
-        HTCondorSettings.from_config(self.htcondor)  # bad settings fail here, not at scale()
+        settings = HTCondorSettings.from_config(self.htcondor)  # bad settings fail here
+        self.schedd = ScheddClient(settings.collector, settings.schedd)
         super().__init__(*args, **kwargs)
 
     def _cluster_kwargs(self) -> dict[str, Any]:
@@ -55,3 +59,38 @@ class HTCGateway(Gateway):
         return self.cluster_class.from_name(
             cluster_name, shutdown_on_close=shutdown_on_close, **self._cluster_kwargs()
         )
+
+    def worker_jobs(self, **kwargs: Any) -> dict[str, list[WorkerJob]]:
+        """The queued jobs of each of your running or pending clusters, by cluster name."""
+        return self.sync(self._worker_jobs, **kwargs)
+
+    async def _worker_jobs(self) -> dict[str, list[WorkerJob]]:
+        clusters = await self._clusters()
+        by_cluster: dict[str, list[WorkerJob]] = {c.name: [] for c in clusters}
+        for job in await self.schedd.jobs(ANY_CLUSTER):
+            if job.cluster_name in by_cluster and job.status.is_active:
+                by_cluster[job.cluster_name].append(job)
+        return by_cluster
+
+    def remove_orphaned_jobs(self, **kwargs: Any) -> dict[str, int]:
+        """Remove the jobs of clusters the gateway no longer runs.
+
+        Such jobs are left when a client dies before it can shut its cluster
+        down. Only jobs the schedd lets you remove (your own) are removed.
+        Returns the number of jobs removed per cluster name.
+        """
+        return self.sync(self._remove_orphaned_jobs, **kwargs)
+
+    async def _remove_orphaned_jobs(self) -> dict[str, int]:
+        live = {c.name for c in await self._clusters()}
+        jobs = await self.schedd.jobs(ANY_CLUSTER)
+        orphans = sorted(
+            {j.cluster_name for j in jobs if j.cluster_name and j.cluster_name not in live}
+        )
+        removed = {}
+        for name in orphans:
+            constraint = f'{CLUSTER_ATTRIBUTE} == "{checked_cluster_name(name)}"'
+            removed[name] = await self.schedd.remove(
+                constraint, f"gateway cluster {name} no longer exists"
+            )
+        return removed

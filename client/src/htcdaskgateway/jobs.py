@@ -28,6 +28,17 @@ class WorkerJob:
     job_id: str  # "ClusterId.ProcId"
     status: JobStatus
     hold_reason: str | None = None
+    cluster_name: str | None = None  # the gateway cluster the job belongs to
+
+
+def count_by_status(jobs: list[WorkerJob]) -> dict[str, int]:
+    """Idle, running and held counts, for tables and reports."""
+    counts = {"idle": 0, "running": 0, "held": 0}
+    for job in jobs:
+        name = job.status.name.lower()
+        if name in counts:
+            counts[name] += 1
+    return counts
 
 
 def removal_order(jobs: list[WorkerJob]) -> list[WorkerJob]:

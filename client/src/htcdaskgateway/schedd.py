@@ -16,10 +16,13 @@ import htcondor2
 
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
 from .jobs import JobStatus, WorkerJob
+from .naming import CLUSTER_ATTRIBUTE
 
 T = TypeVar("T")
 
-_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "HoldReason"]
+_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "HoldReason", CLUSTER_ATTRIBUTE]
+# Every job of every gateway cluster, whichever cluster it belongs to.
+ANY_CLUSTER = f"{CLUSTER_ATTRIBUTE} =!= undefined"
 
 
 @functools.cache
@@ -110,21 +113,23 @@ class ScheddClient:
                 job_id=f"{ad['ClusterId']}.{ad['ProcId']}",
                 status=JobStatus(ad["JobStatus"]),
                 hold_reason=_string_or_none(ad.get("HoldReason")),
+                cluster_name=_string_or_none(ad.get(CLUSTER_ATTRIBUTE)),
             )
             for ad in ads
         ]
 
-    async def remove(self, job_spec: list[str] | str, reason: str) -> None:
-        """Remove jobs given by ids or by a constraint."""
-        await self._call(self._remove, job_spec, reason)
+    async def remove(self, job_spec: list[str] | str, reason: str) -> int:
+        """Remove jobs given by ids or by a constraint; returns how many were removed."""
+        return await self._call(self._remove, job_spec, reason)
 
-    def _remove(self, job_spec: list[str] | str, reason: str) -> None:
+    def _remove(self, job_spec: list[str] | str, reason: str) -> int:
         if not job_spec:
-            return
+            return 0
         try:
-            self._locate().act(htcondor2.JobAction.Remove, job_spec, reason)
+            result = self._locate().act(htcondor2.JobAction.Remove, job_spec, reason)
         except htcondor2.HTCondorException as exc:
             raise HTCondorError(f"Could not remove worker jobs: {exc}") from None
+        return int(result.get("TotalSuccess", 0))
 
 
 def _string_or_none(value: object) -> str | None:

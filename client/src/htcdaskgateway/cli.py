@@ -1,0 +1,85 @@
+"""The ``htcdaskgateway`` command: clusters and their HTCondor jobs from a shell.
+
+Uses the same dask config as ``HTCGateway()`` (gateway address, auth,
+``gateway.htcondor.*``).
+"""
+
+from __future__ import annotations
+
+import click
+from dask_gateway import GatewayClusterError
+
+from .errors import HTCondorError, SettingError
+from .gateway import HTCGateway
+from .jobs import WorkerJob, count_by_status
+
+
+def _counts(jobs: list[WorkerJob]) -> str:
+    counts = count_by_status(jobs)
+    return f"{counts['idle']:>4} {counts['running']:>7} {counts['held']:>4}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Dask Gateway clusters whose workers are HTCondor jobs."""
+
+
+@main.command("list")
+def list_clusters() -> None:
+    """Your running clusters with their idle, running and held jobs."""
+    with HTCGateway() as gateway:
+        clusters = {c.name: c for c in gateway.list_clusters()}
+        jobs = gateway.worker_jobs()
+    click.echo(f"{'NAME':<34} {'STATUS':<8} IDLE RUNNING HELD")
+    for name, report in sorted(clusters.items()):
+        click.echo(f"{name:<34} {report.status.name:<8} {_counts(jobs.get(name, []))}")
+
+
+@main.command()
+@click.argument("name")
+def status(name: str) -> None:
+    """A cluster's state and each of its jobs (with hold reasons)."""
+    with HTCGateway() as gateway:
+        report = gateway.get_cluster(name)
+        jobs = gateway.worker_jobs().get(name, [])
+    click.echo(f"cluster {name}: {report.status.name}")
+    click.echo(f"jobs: idle/running/held {_counts(jobs)}")
+    for job in jobs:
+        reason = f"  ({job.hold_reason})" if job.hold_reason else ""
+        click.echo(f"  {job.job_id:<12} {job.status.name.lower()}{reason}")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("n", type=click.IntRange(min=0))
+def scale(name: str, n: int) -> None:
+    """Scale cluster NAME to N worker jobs."""
+    with HTCGateway() as gateway, gateway.connect(name) as cluster:
+        cluster.scale(n)
+    click.echo(f"cluster {name}: scaled to {n} worker jobs")
+
+
+@main.command()
+@click.argument("name")
+def shutdown(name: str) -> None:
+    """Remove cluster NAME's jobs and stop it at the gateway."""
+    with HTCGateway() as gateway:
+        gateway.connect(name).shutdown()
+    click.echo(f"cluster {name}: shut down")
+
+
+@main.command()
+def cleanup() -> None:
+    """Remove the jobs of clusters the gateway no longer runs."""
+    with HTCGateway() as gateway:
+        removed = gateway.remove_orphaned_jobs()
+    for name, count in removed.items():
+        click.echo(f"cluster {name}: removed {count} jobs")
+    click.echo(f"{sum(removed.values())} orphaned jobs removed")
+
+
+def run() -> None:
+    try:
+        main(standalone_mode=True)
+    except (HTCondorError, SettingError, GatewayClusterError, ValueError) as exc:
+        raise SystemExit(f"htcdaskgateway: {exc}") from None

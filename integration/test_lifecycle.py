@@ -1,0 +1,128 @@
+"""Clusters across processes: connect, interpreter exit, a killed client, the CLI."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from dask_gateway.client import ClusterStatus
+
+from conftest import queue, wait_for
+
+
+def python(code: str, **kwargs) -> subprocess.Popen:
+    """Run ``code`` in a new interpreter (another analyst process)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def cli(*args: str) -> str:
+    done = subprocess.run(["htcdaskgateway", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def active_jobs(name: str) -> list:
+    return [ad for ad in queue(name, ["JobStatus"]) if ad["JobStatus"] in (1, 2, 5)]
+
+
+def test_connect_from_another_process_scales_the_cluster(new_cluster):
+    cluster = new_cluster()
+    other = python(f"""
+        from htcdaskgateway import HTCGateway
+        with HTCGateway() as gateway, gateway.connect("{cluster.name}") as cluster:
+            cluster.scale(2)
+    """)
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, out + err
+
+    client = cluster.get_client()
+    client.wait_for_workers(2, timeout=90)
+    jobs = {job.job_id for job in cluster.worker_jobs()}
+    assert len(jobs) == 2
+    names = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+    assert names == {f"htc-{j}" for j in jobs}
+    assert client.submit(sum, [1, 2, 3]).result() == 6
+    # Closing the other process's connection left the cluster and its jobs alone.
+    assert cluster.gateway.get_cluster(cluster.name).status is ClusterStatus.RUNNING
+
+    cluster.scale(1)
+    wait_for(lambda: len(active_jobs(cluster.name)) == 1, "scale(1) to leave one job", 30)
+
+
+def test_interpreter_exit_shuts_the_cluster_down(gateway):
+    exiting = python("""
+        from htcdaskgateway import HTCGateway
+        cluster = HTCGateway().new_cluster()
+        cluster.scale(1)
+        cluster.get_client().wait_for_workers(1, timeout=90)
+        print(cluster.name, flush=True)
+        # no shutdown(): leaving the interpreter must do it
+    """)
+    out, err = exiting.communicate(timeout=180)
+    assert exiting.returncode == 0, out + err
+    name = out.split()[0]
+    wait_for(lambda: not queue(name), "the exited client's jobs to leave the queue", 30)
+    wait_for(
+        lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED,
+        "the gateway to report the cluster stopped",
+        30,
+    )
+
+
+def test_killed_client_leaves_jobs_that_cleanup_removes(gateway):
+    # Jobs that can never start stay in the queue after their client dies;
+    # the cleanup command is how they are found and removed.
+    killed = python("""
+        import time
+        from htcdaskgateway import HTCGateway
+        gateway = HTCGateway(htcondor={"submit": {"extra-directives": {"requirements": "False"}}})
+        cluster = gateway.new_cluster(shutdown_on_close=False)
+        cluster.scale(2)
+        print(cluster.name, flush=True)
+        time.sleep(600)
+    """)
+    name = killed.stdout.readline().strip()
+    assert name, killed.stderr.read()
+    wait_for(lambda: len(active_jobs(name)) == 2, "the 2 unstartable jobs to be queued", 30)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(10)
+
+    gateway.stop_cluster(name)  # the gateway forgets the cluster (e.g. culled)
+    time.sleep(2)
+    assert len(active_jobs(name)) == 2, "nothing removed the orphaned jobs yet"
+
+    out = cli("cleanup")
+    assert f"cluster {name}: removed 2 jobs" in out
+    wait_for(lambda: not queue(name), "cleanup to empty the queue of the orphaned jobs", 10)
+
+
+def test_cli_list_status_scale_shutdown(gateway):
+    cluster = gateway.new_cluster(shutdown_on_close=False)
+    name = cluster.name
+    try:
+        assert name in cli("list")
+        assert "scaled to 1 worker jobs" in cli("scale", name, "1")
+        client = cluster.get_client()
+        client.wait_for_workers(1, timeout=90)
+        wait_for(lambda: "running" in cli("status", name), "status to show a running job", 30)
+        row = next(line for line in cli("list").splitlines() if line.startswith(name))
+        assert row.split()[1:] == ["RUNNING", "0", "1", "0"]
+
+        assert "shut down" in cli("shutdown", name)
+        wait_for(lambda: not queue(name), "the queue to empty after `shutdown`", 30)
+        wait_for(
+            lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED,
+            "the gateway to report the cluster stopped",
+            30,
+        )
+    finally:
+        cluster.shutdown()
