@@ -18,7 +18,7 @@ print(f"cluster {cluster.name} started")
 started = time.monotonic()
 cluster.scale(5)
 client = cluster.get_client()
-client.wait_for_workers(5, timeout=120)
+cluster.wait_for_workers(5, timeout=120)  # shows the jobs' progress on stderr
 print(f"5 workers connected in {time.monotonic() - started:.1f} s:")
 for job in cluster.worker_jobs():
     print(f"  HTCondor job {job.job_id} ({job.status.name.lower()})")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import numbers
+import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +14,7 @@ from dask_gateway import GatewayCluster
 
 from .credentials import check_credentials, staged_credentials
 from .errors import HTCondorError
-from .jobs import WorkerJob, removal_order
+from .jobs import WorkerJob, count_by_status, removal_order
 from .naming import CLUSTER_ATTRIBUTE, checked_cluster_name
 from .schedd import ScheddClient
 from .settings import HTCondorSettings
@@ -103,6 +105,45 @@ class HTCGatewayCluster(GatewayCluster):
         """The cluster's jobs still in the HTCondor queue."""
         return self.gateway.sync(self._jobs)
 
+    def wait_for_workers(self, n: int, timeout: float | None = None) -> Any:
+        """Wait until ``n`` workers have joined, showing the jobs' progress.
+
+        Stops early with an ``HTCondorError`` carrying the hold reason when
+        one of the cluster's jobs is held (it would never start), and with a
+        ``TimeoutError`` describing the jobs after ``timeout`` seconds.
+        """
+        n = _worker_count(n)
+        return self.gateway.sync(self._wait_for_workers, n, timeout)
+
+    async def _wait_for_workers(self, n: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        progress = _Progress(f"{self.name}: waiting for {n} workers")
+        try:
+            while True:
+                jobs = [job for job in await self._jobs() if job.status.is_active]
+                joined = len(self.scheduler_info.get("workers", {}))
+                counts = count_by_status(jobs)
+                progress.show(
+                    f"{joined}/{n} workers; jobs idle {counts['idle']}, "
+                    f"running {counts['running']}, held {counts['held']}"
+                )
+                if joined >= n:
+                    return
+                held = [job for job in jobs if job.is_stuck]
+                if held:
+                    raise HTCondorError(
+                        f"{len(held)} worker job(s) of {self.name} are held and will not start; "
+                        f"job {held[0].job_id}: {held[0].hold_reason}"
+                    )
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{joined} of {n} workers joined {self.name} in {timeout} s; jobs idle "
+                        f"{counts['idle']}, running {counts['running']}"
+                    )
+                await asyncio.sleep(1)
+        finally:
+            progress.done()
+
     async def _submit_workers(self, count: int) -> list[str]:
         if self.security is None:
             raise HTCondorError(f"Cluster {self.name} is not running; cannot add workers")
@@ -127,6 +168,29 @@ class HTCGatewayCluster(GatewayCluster):
                 # gone (death timeout); stopping the cluster matters more.
                 logger.exception("Could not remove the worker jobs of %s", self.name)
         await super()._stop_internal(shutdown=shutdown)
+
+
+class _Progress:
+    """One status line, rewritten in place on a terminal, on stderr."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.last = ""
+        self.interactive = sys.stderr.isatty()
+
+    def show(self, text: str) -> None:
+        if text == self.last:
+            return
+        self.last = text
+        if self.interactive:
+            sys.stderr.write(f"\r{self.prefix}: {text}\x1b[K")
+        else:
+            sys.stderr.write(f"{self.prefix}: {text}\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.interactive and self.last:
+            sys.stderr.write("\n")
 
 
 def _worker_count(n: object) -> int:

@@ -29,6 +29,16 @@ class WorkerJob:
     status: JobStatus
     hold_reason: str | None = None
     cluster_name: str | None = None  # the gateway cluster the job belongs to
+    hold_reason_code: int | None = None
+
+    @property
+    def is_stuck(self) -> bool:
+        """Held for a reason other than its input files still being spooled."""
+        return self.status is JobStatus.HELD and self.hold_reason_code != SPOOLING_INPUT
+
+
+# HoldReasonCode of a job submitted with spool=True until its files arrive.
+SPOOLING_INPUT = 16
 
 
 def count_by_status(jobs: list[WorkerJob]) -> dict[str, int]:

@@ -20,7 +20,9 @@ from .naming import CLUSTER_ATTRIBUTE
 
 T = TypeVar("T")
 
-_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "HoldReason", CLUSTER_ATTRIBUTE]
+_PROJECTION = [
+    "ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode", CLUSTER_ATTRIBUTE,
+]  # fmt: skip
 # Every job of every gateway cluster, whichever cluster it belongs to.
 ANY_CLUSTER = f"{CLUSTER_ATTRIBUTE} =!= undefined"
 
@@ -114,6 +116,7 @@ class ScheddClient:
                 status=JobStatus(ad["JobStatus"]),
                 hold_reason=_string_or_none(ad.get("HoldReason")),
                 cluster_name=_string_or_none(ad.get(CLUSTER_ATTRIBUTE)),
+                hold_reason_code=ad.get("HoldReasonCode") if "HoldReasonCode" in ad else None,
             )
             for ad in ads
         ]
