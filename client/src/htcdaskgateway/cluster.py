@@ -121,7 +121,7 @@ class HTCGatewayCluster(GatewayCluster):
         try:
             while True:
                 jobs = [job for job in await self._jobs() if job.status.is_active]
-                joined = len(self.scheduler_info.get("workers", {}))
+                joined = await self._joined_workers()
                 counts = count_by_status(jobs)
                 progress.show(
                     f"{joined}/{n} workers; jobs idle {counts['idle']}, "
@@ -143,6 +143,12 @@ class HTCGatewayCluster(GatewayCluster):
                 await asyncio.sleep(1)
         finally:
             progress.done()
+
+    async def _joined_workers(self) -> int:
+        # Asked of the scheduler itself: the worker-status subscription that
+        # fills scheduler_info is not a reliable count once clients attach.
+        identity = await self.scheduler_comm.identity(n_workers=-1)
+        return len(identity.get("workers", {}))
 
     async def _submit_workers(self, count: int) -> list[str]:
         if self.security is None:
