@@ -1,6 +1,9 @@
-import pytest
+import asyncio
 
-from htcdaskgateway.cluster import _worker_count
+import pytest
+from dask_gateway import GatewayClusterError
+
+from htcdaskgateway.cluster import HTCGatewayCluster, _worker_count
 from htcdaskgateway.jobs import JobStatus, WorkerJob, count_by_status, removal_order
 
 
@@ -49,3 +52,10 @@ def test_spooling_hold_is_not_stuck():
     assert not WorkerJob("1.0", JobStatus.HELD, "Spooling input data files", None, 16).is_stuck
     assert WorkerJob("1.0", JobStatus.HELD, "Failed to execute", None, 6).is_stuck
     assert not WorkerJob("1.0", JobStatus.RUNNING).is_stuck
+
+
+def test_wait_for_workers_on_a_cluster_that_is_not_running():
+    cluster = object.__new__(HTCGatewayCluster)
+    cluster.name, cluster.scheduler_comm = "abc", None
+    with pytest.raises(GatewayClusterError, match="abc is not running"):
+        asyncio.run(cluster._wait_for_workers(1, None))

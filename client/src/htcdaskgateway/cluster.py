@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from dask_gateway import GatewayCluster
+from dask_gateway import GatewayCluster, GatewayClusterError
 
 from .credentials import check_credentials, staged_credentials
 from .errors import HTCondorError
@@ -116,6 +116,8 @@ class HTCGatewayCluster(GatewayCluster):
         return self.gateway.sync(self._wait_for_workers, n, timeout)
 
     async def _wait_for_workers(self, n: int, timeout: float | None) -> None:
+        if self.scheduler_comm is None:
+            raise GatewayClusterError(f"Cluster {self.name} is not running; no workers can join")
         deadline = None if timeout is None else time.monotonic() + timeout
         progress = _Progress(f"{self.name}: waiting for {n} workers")
         try:
