@@ -25,7 +25,7 @@ def test_active_states():
 
 @pytest.mark.parametrize("n", [0, 1, 30])
 def test_worker_count_accepts_whole_numbers(n):
-    assert _worker_count(n) == n
+    assert _worker_count(n, "scale()") == n
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_worker_count_accepts_whole_numbers(n):
 )
 def test_worker_count_refuses_others(n, error):
     with pytest.raises(error, match="scale"):
-        _worker_count(n)
+        _worker_count(n, "scale()")
 
 
 def test_count_by_status_ignores_ended_jobs():

@@ -39,6 +39,15 @@ def test_precedence_kwargs_over_env_over_config(monkeypatch):
         ({"worker": {"corez": 1}}, "worker.corez"),
         ({"submit": {"batch-name": "x-{unknown}"}}, "submit.batch-name"),
         ({"worker": 3}, "worker"),
+        ({"worker": {"universe": "grid"}}, "worker.universe"),
+        ({"worker": {"universe": "container"}}, "worker.image"),
+        ({"worker": {"lifetime": -5}}, "worker.lifetime"),
+        ({"worker": {"contact-address": "10.0.0.1:9000"}}, "worker.contact-address"),
+        ({"lease": 2.5}, "lease"),
+        ({"watch-interval": 0}, "watch-interval"),
+        ({"submit": {"attributes": {"bad name": "1"}}}, "submit.attributes"),
+        ({"submit": {"attributes": {"Group": ["x"]}}}, "submit.attributes.Group"),
+        ({"submit": {"requirements": ""}}, "submit.requirements"),
     ],
 )
 def test_invalid_values_name_the_setting(overrides, named):
@@ -54,3 +63,20 @@ def test_extra_directives_are_open():
         "+AccountingGroup": '"cms"',
         "request_gpus": "1",
     }
+
+
+def test_attributes_keep_their_names():
+    settings = HTCondorSettings.from_config(
+        {"submit": {"attributes": {"Accounting_Group": '"cms"', "Prio": 3, "Flag": True}}}
+    )
+    assert settings.submit.attributes == (
+        ("Accounting_Group", '"cms"'),
+        ("Prio", "3"),
+        ("Flag", "true"),
+    )
+
+
+def test_lease_zero_or_null_disables_it():
+    assert HTCondorSettings.from_config({"lease": 0}).lease == 0
+    assert HTCondorSettings.from_config({"lease": None}).lease == 0
+    assert HTCondorSettings.from_config().lease == 60

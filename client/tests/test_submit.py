@@ -10,14 +10,17 @@ from .conftest import make_credentials
 FILES = [Path("/stage/dask.crt"), Path("/stage/dask.pem")]
 
 
-def describe(**overrides):
+def describe(lease_expiry=None, **overrides):
     settings = HTCondorSettings.from_config(overrides)
-    return worker_job_description(settings, "abc123", "tls://127.0.0.1:18786", FILES)
+    return worker_job_description(
+        settings, "abc123", "tls://127.0.0.1:18786", FILES, user="alice", lease_expiry=lease_expiry
+    )
 
 
 def test_description_names_cluster_and_worker():
     description = describe()
     assert description["MY.HTCDaskGatewayCluster"] == '"abc123"'
+    assert description["MY.HTCDaskGatewayUser"] == '"alice"'
     assert description["batch_name"] == "dask-abc123"
     assert "--sni daskgateway-abc123" in description["arguments"]
     assert "--name htc-$(ClusterId).$(ProcId)" in description["arguments"]
@@ -60,7 +63,7 @@ def test_extra_directives_and_args():
 def test_refuses_names_that_are_not_gateway_cluster_names():
     settings = HTCondorSettings.from_config()
     with pytest.raises(ValueError, match="cluster name"):
-        worker_job_description(settings, 'x" || true', "tls://h:1", FILES)
+        worker_job_description(settings, 'x" || true', "tls://h:1", FILES, user="a")
 
 
 @pytest.mark.parametrize(
@@ -75,3 +78,36 @@ def test_refuses_names_that_are_not_gateway_cluster_names():
 )
 def test_quote_arguments(args, quoted):
     assert quote_arguments(args) == quoted
+
+
+def test_lease_removes_only_idle_jobs_and_lifetime_only_running_ones():
+    assert "periodic_remove" not in describe()
+    description = describe(lease_expiry=1_800_000_000, worker={"lifetime": 3600})
+    assert description["MY.HTCDaskGatewayLeaseExpiry"] == "1800000000"
+    rules = description["periodic_remove"]
+    assert "(JobStatus == 1 && HTCDaskGatewayLeaseExpiry < time())" in rules
+    assert "(JobStatus == 2 && time() - EnteredCurrentStatus > 3610)" in rules
+    assert "--lifetime 3600" in description["arguments"]
+
+
+def test_container_universe_and_extra_requirements_and_attributes():
+    description = describe(
+        worker={"universe": "container", "image": "docker://example/worker:1",
+                "contact-address": "tcp://198.51.100.7:4000"},
+        submit={"requirements": "HasSingularity", "attributes": {"AccountingGroup": '"cms"'}},
+    )  # fmt: skip
+    assert description["universe"] == "container"
+    assert description["container_image"] == "docker://example/worker:1"
+    assert description["requirements"] == "(HasSingularity)"
+    assert description["MY.AccountingGroup"] == '"cms"'
+    assert "--contact-address tcp://198.51.100.7:4000" in description["arguments"]
+    docker = describe(worker={"universe": "docker", "image": "example/worker:1"})
+    assert docker["docker_image"] == "example/worker:1"
+
+
+def test_user_names_are_quoted_as_classad_strings():
+    settings = HTCondorSettings.from_config()
+    description = worker_job_description(
+        settings, "abc123", "tls://h:1", FILES, user='ev"il\\'
+    )
+    assert description["MY.HTCDaskGatewayUser"] == '"ev\\"il\\\\"'

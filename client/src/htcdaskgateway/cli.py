@@ -28,11 +28,12 @@ def main() -> None:
 def list_clusters() -> None:
     """Your running clusters with their idle, running and held jobs."""
     with HTCGateway() as gateway:
-        clusters = {c.name: c for c in gateway.list_clusters()}
-        jobs = gateway.worker_jobs()
+        clusters = sorted(gateway.list_clusters(), key=lambda report: report.name)
     click.echo(f"{'NAME':<34} {'STATUS':<8} IDLE RUNNING HELD")
-    for name, report in sorted(clusters.items()):
-        click.echo(f"{name:<34} {report.status.name:<8} {_counts(jobs.get(name, []))}")
+    for report in clusters:
+        jobs = report.jobs
+        counts = f"{jobs['idle']:>4} {jobs['running']:>7} {jobs['held']:>4}"
+        click.echo(f"{report.name:<34} {report.status.name:<8} {counts}")
 
 
 @main.command()

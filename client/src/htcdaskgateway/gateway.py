@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from dask_gateway import Gateway
+from dask_gateway.client import ClusterReport
 
 from .cluster import HTCGatewayCluster
-from .jobs import WorkerJob
+from .jobs import WorkerJob, count_by_status
 from .naming import CLUSTER_ATTRIBUTE, checked_cluster_name
 from .schedd import ANY_CLUSTER, ScheddClient
 from .settings import HTCondorSettings
@@ -60,6 +61,20 @@ class HTCGateway(Gateway):
             cluster_name, shutdown_on_close=shutdown_on_close, **self._cluster_kwargs()
         )
 
+    def list_clusters(self, status: Any = None, **kwargs: Any) -> Any:
+        """Your clusters, each report with ``jobs``: its idle, running and held job counts."""
+        return self.sync(self._clusters_with_jobs, status=status, **kwargs)
+
+    async def _clusters_with_jobs(self, status: Any = None) -> list[HTCClusterReport]:
+        reports = await self._clusters(status=status)
+        jobs = await self.schedd.jobs(ANY_CLUSTER)
+        return [
+            HTCClusterReport.extend(
+                report, count_by_status([j for j in jobs if j.cluster_name == report.name])
+            )
+            for report in reports
+        ]
+
     def worker_jobs(self, **kwargs: Any) -> dict[str, list[WorkerJob]]:
         """The queued jobs of each of your running or pending clusters, by cluster name."""
         return self.sync(self._worker_jobs, **kwargs)
@@ -94,3 +109,21 @@ class HTCGateway(Gateway):
                 constraint, f"gateway cluster {name} no longer exists"
             )
         return removed
+
+
+class HTCClusterReport(ClusterReport):
+    """A ``ClusterReport`` with the counts of the cluster's HTCondor jobs."""
+
+    __slots__ = ("jobs",)
+
+    @classmethod
+    def extend(cls, report: ClusterReport, jobs: dict[str, int]) -> HTCClusterReport:
+        extended = cls.__new__(cls)
+        for slot in ClusterReport.__slots__:
+            setattr(extended, slot, getattr(report, slot))
+        extended.jobs = jobs
+        return extended
+
+    def __repr__(self) -> str:
+        jobs = ", ".join(f"{state} {count}" for state, count in self.jobs.items())
+        return f"ClusterReport<name={self.name}, status={self.status.name}, jobs: {jobs}>"

@@ -30,6 +30,8 @@ class WorkerJob:
     hold_reason: str | None = None
     cluster_name: str | None = None  # the gateway cluster the job belongs to
     hold_reason_code: int | None = None
+    user: str | None = None  # the gateway user the job works for
+    last_rejection: str | None = None  # the negotiator's last "no match" reason
 
     @property
     def is_stuck(self) -> bool:

@@ -11,6 +11,11 @@ WORKER_NAME_PREFIX = "htc-"
 WORKER_NAME_TEMPLATE = WORKER_NAME_PREFIX + "$(ClusterId).$(ProcId)"
 # ClassAd attribute that ties a job to its gateway cluster.
 CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
+# ClassAd attribute naming the gateway user the job works for.
+USER_ATTRIBUTE = "HTCDaskGatewayUser"
+# ClassAd attribute holding the epoch second the client lease ends; an idle
+# job past it is removed by the schedd (see submit.py).
+LEASE_ATTRIBUTE = "HTCDaskGatewayLeaseExpiry"
 # File names of the cluster's credentials inside the job's sandbox.
 CERT_FILE = "dask.crt"
 KEY_FILE = "dask.pem"

@@ -16,12 +16,13 @@ import htcondor2
 
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
 from .jobs import JobStatus, WorkerJob
-from .naming import CLUSTER_ATTRIBUTE
+from .naming import CLUSTER_ATTRIBUTE, USER_ATTRIBUTE
 
 T = TypeVar("T")
 
 _PROJECTION = [
-    "ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode", CLUSTER_ATTRIBUTE,
+    "ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode", "LastRejMatchReason",
+    CLUSTER_ATTRIBUTE, USER_ATTRIBUTE,
 ]  # fmt: skip
 # Every job of every gateway cluster, whichever cluster it belongs to.
 ANY_CLUSTER = f"{CLUSTER_ATTRIBUTE} =!= undefined"
@@ -53,14 +54,14 @@ class ScheddClient:
             return func(*args)
         return await future
 
+    def _collector(self) -> htcondor2.Collector:
+        return htcondor2.Collector(self.collector) if self.collector else htcondor2.Collector()
+
     def _locate(self) -> htcondor2.Schedd:
         if self._schedd is None:
             where = self.collector or "the collector of the local HTCondor configuration"
             try:
-                collector = (
-                    htcondor2.Collector(self.collector) if self.collector else htcondor2.Collector()
-                )
-                ads = collector.locateAll(htcondor2.DaemonType.Schedd)
+                ads = self._collector().locateAll(htcondor2.DaemonType.Schedd)
             except htcondor2.HTCondorException as exc:
                 raise ScheddUnavailableError(f"Cannot reach {where}: {exc}") from None
             if self.name is not None:
@@ -117,9 +118,43 @@ class ScheddClient:
                 hold_reason=_string_or_none(ad.get("HoldReason")),
                 cluster_name=_string_or_none(ad.get(CLUSTER_ATTRIBUTE)),
                 hold_reason_code=ad.get("HoldReasonCode") if "HoldReasonCode" in ad else None,
+                user=_string_or_none(ad.get(USER_ATTRIBUTE)),
+                last_rejection=_string_or_none(ad.get("LastRejMatchReason")),
             )
             for ad in ads
         ]
+
+    async def edit(self, constraint: str, attribute: str, value: str) -> None:
+        """Set ``attribute`` to the ClassAd expression ``value`` on matching jobs."""
+        await self._call(self._edit, constraint, attribute, value)
+
+    def _edit(self, constraint: str, attribute: str, value: str) -> None:
+        try:
+            self._locate().edit(constraint, attribute, value)
+        except htcondor2.HTCondorException as exc:
+            raise HTCondorError(f"Could not update worker jobs: {exc}") from None
+
+    async def explain_idle(self, job_id: str) -> str | None:
+        """Why an idle job has not started, from matching it against the pool's slots."""
+        return await self._call(self._explain_idle, job_id)
+
+    def _explain_idle(self, job_id: str) -> str | None:
+        cluster, proc = (int(part) for part in job_id.split("."))
+        try:
+            ads = self._locate().query(f"ClusterId == {cluster} && ProcId == {proc}")
+            slots = self._collector().query(htcondor2.AdType.Startd)
+        except htcondor2.HTCondorException as exc:
+            raise HTCondorError(f"Could not look at the pool: {exc}") from None
+        if not ads:
+            return None
+        job = ads[0]
+        matching = sum(1 for slot in slots if job.symmetricMatch(slot))
+        if matching == 0:
+            return (
+                f"no slot can run it: none of the pool's {len(slots)} slots meets its "
+                f"requirements ({job.get('Requirements')})"
+            )
+        return f"waiting for a free slot; {matching} of the pool's {len(slots)} slots could run it"
 
     async def remove(self, job_spec: list[str] | str, reason: str) -> int:
         """Remove jobs given by ids or by a constraint; returns how many were removed."""

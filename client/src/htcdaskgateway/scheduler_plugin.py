@@ -1,11 +1,17 @@
-"""Scheduler preload: keep the workers that join from HTCondor.
+"""Scheduler preload: keep the HTCondor workers, and hold the client's lease.
 
 dask-gateway's own scheduler preload retires workers above the count the
 gateway asked for, which is 0 for HTCondor-backed clusters, so every job's
 worker would be closed seconds after joining. It picks its victims with
 ``Scheduler.workers_to_close``, which asks every plugin's
 ``valid_workers_downscaling``; this plugin withholds the HTCondor workers
-there. They leave only when the client retires them or removes their job.
+there. They leave only when a client retires them (through this plugin's
+``htcdaskgateway_workers_to_close``) or removes their job.
+
+It also keeps the cluster's client lease: a client that would shut the
+cluster down when it is done renews a lease here. If it dies without
+releasing it, the lease lapses and the plugin stops the cluster through the
+gateway, so the cluster's workers exit and their jobs leave the queue.
 
 Load it in the gateway's ``scheduler_cmd``:
 ``["dask", "scheduler", "--preload", "htcdaskgateway.scheduler_plugin"]``.
@@ -13,18 +19,121 @@ Load it in the gateway's ``scheduler_cmd``:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .naming import is_htcondor_worker
 
+logger = logging.getLogger(__name__)
+
+# How often lapsed leases are looked for, in seconds.
+LEASE_CHECK_PERIOD = 1.0
+
 
 class KeepHTCondorWorkers(SchedulerPlugin):
-    name = "htcdaskgateway-keep-htcondor-workers"
+    name = "htcdaskgateway"
+
+    def __init__(self) -> None:
+        self.scheduler: Any = None
+        self.leases: dict[str, float] = {}  # holder token -> monotonic expiry
+        self.controller: str | None = None
+        self._closing_on_purpose = False
+        self._lease_task: asyncio.Task[None] | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        scheduler.handlers.update(
+            {
+                "htcdaskgateway_renew": self.renew,
+                "htcdaskgateway_take_control": self.take_control,
+                "htcdaskgateway_workers_to_close": self.workers_to_close,
+                "htcdaskgateway_adaptive_target": self.adaptive_target,
+            }
+        )
+        self._lease_task = asyncio.create_task(self._watch_leases())
+
+    async def close(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
 
     def valid_workers_downscaling(self, scheduler: Any, workers: list[Any]) -> list[Any]:
+        if self._closing_on_purpose:
+            return workers
         return [ws for ws in workers if not is_htcondor_worker(ws.name)]
+
+    @contextlib.contextmanager
+    def _htcondor_workers_closable(self) -> Iterator[None]:
+        # For the client's own scale-down decisions only; the scheduler is
+        # single-threaded, so dask-gateway's preload never sees this state.
+        self._closing_on_purpose = True
+        try:
+            yield
+        finally:
+            self._closing_on_purpose = False
+
+    def workers_to_close(self, n: int) -> list[str]:
+        """Names of the ``n`` workers whose loss costs least (data, tasks)."""
+        with self._htcondor_workers_closable():
+            names = self.scheduler.workers_to_close(n=n, attribute="name")
+        return [str(name) for name in names]
+
+    def adaptive_target(self, target_duration: float | None = None) -> int:
+        """The scheduler's adaptive target, counting HTCondor workers as closable."""
+        with self._htcondor_workers_closable():
+            return int(self.scheduler.adaptive_target(target_duration=target_duration))
+
+    def renew(self, token: str, ttl: float | None = None) -> dict[str, Any]:
+        """Renew (``ttl`` seconds), release (``ttl`` 0) or only read a lease.
+
+        Returns which client controls the cluster's size.
+        """
+        if ttl is not None:
+            if ttl > 0:
+                self.leases[token] = time.monotonic() + ttl
+            else:
+                self.leases.pop(token, None)
+        return {"controller": self.controller}
+
+    def take_control(self, token: str) -> None:
+        """Make ``token``'s client the one that holds the cluster at its size."""
+        self.controller = token
+
+    async def _watch_leases(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_CHECK_PERIOD)
+            now = time.monotonic()
+            lapsed = [token for token, expiry in self.leases.items() if expiry < now]
+            if not lapsed:
+                continue
+            for token in lapsed:
+                del self.leases[token]
+            if self.leases:
+                continue
+            logger.warning("The client lease of this cluster lapsed; shutting the cluster down")
+            # In its own task: closing the scheduler closes this plugin,
+            # which waits for this loop to end.
+            self._shutdown_task = asyncio.create_task(self._shut_down())
+            return
+
+    async def _shut_down(self) -> None:
+        # Through the gateway, so it records a stopped cluster, not a failed one.
+        service = self.scheduler.services.get("gateway")
+        if service is not None:
+            try:
+                await service.gateway.shutdown()
+                return
+            except Exception:
+                logger.exception("The gateway did not stop the cluster; closing the scheduler")
+        await self.scheduler.close()
 
 
 def dask_setup(scheduler: Any) -> None:

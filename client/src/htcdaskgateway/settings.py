@@ -10,6 +10,7 @@ setting at fault.
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,10 @@ from dask.utils import parse_bytes
 from .errors import SettingError
 
 PREFIX = "gateway.htcondor"
+UNIVERSES = ("vanilla", "container", "docker")
+# Sections whose keys are the user's own names (submit commands, ClassAd
+# attributes), kept exactly as written.
+_OPEN_MAPPINGS = ("extra-directives", "attributes")
 
 
 @dataclass(frozen=True)
@@ -30,14 +35,20 @@ class WorkerSettings:
     disk: int
     nthreads: int
     host: str | None
+    contact_address: str | None
     death_timeout: float
     kill_timeout: int
+    lifetime: int | None
+    universe: str
+    image: str | None
     extra_args: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class SubmitSettings:
     batch_name: str
+    requirements: str | None
+    attributes: tuple[tuple[str, str], ...]
     extra_directives: tuple[tuple[str, str], ...]
 
 
@@ -46,6 +57,8 @@ class HTCondorSettings:
     collector: str | None
     schedd: str | None
     scheduler_address: str | None
+    lease: int
+    watch_interval: float
     worker: WorkerSettings
     submit: SubmitSettings
 
@@ -66,10 +79,13 @@ class HTCondorSettings:
         submit = raw["submit"]
         cores = _positive_int(worker["cores"], "worker.cores")
         nthreads = worker["nthreads"]
+        lifetime = worker["lifetime"]
         return cls(
             collector=_optional_str(raw["collector"], "collector"),
             schedd=_optional_str(raw["schedd"], "schedd"),
             scheduler_address=_scheduler_address(raw["scheduler-address"]),
+            lease=0 if raw["lease"] in (0, None) else _positive_int(raw["lease"], "lease"),
+            watch_interval=_positive_number(raw["watch-interval"], "watch-interval"),
             worker=WorkerSettings(
                 executable=_required_str(worker["executable"], "worker.executable"),
                 cores=cores,
@@ -77,15 +93,25 @@ class HTCondorSettings:
                 disk=_byte_size(worker["disk"], "worker.disk"),
                 nthreads=cores if nthreads is None else _positive_int(nthreads, "worker.nthreads"),
                 host=_optional_str(worker["host"], "worker.host"),
+                contact_address=_contact_address(worker["contact-address"]),
                 death_timeout=_positive_number(worker["death-timeout"], "worker.death-timeout"),
                 kill_timeout=_positive_int(worker["kill-timeout"], "worker.kill-timeout"),
+                lifetime=None if lifetime is None else _positive_int(lifetime, "worker.lifetime"),
+                universe=_choice(worker["universe"], "worker.universe", UNIVERSES),
+                image=_optional_str(worker["image"], "worker.image"),
                 extra_args=_str_list(worker["extra-args"], "worker.extra-args"),
             ),
             submit=SubmitSettings(
                 batch_name=_batch_name(submit["batch-name"]),
+                requirements=_optional_str(submit["requirements"], "submit.requirements"),
+                attributes=_attributes(submit["attributes"]),
                 extra_directives=_directives(submit["extra-directives"]),
             ),
         )
+
+    def __post_init__(self) -> None:
+        if self.worker.universe != "vanilla" and self.worker.image is None:
+            raise _fail("worker.image", f"an image for the {self.worker.universe} universe", None)
 
 
 def _defaults() -> Mapping[str, Any]:
@@ -100,7 +126,7 @@ def _hyphenate(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {
             str(k).replace("_", "-"): v
-            if k in ("extra-directives", "extra_directives")
+            if str(k).replace("_", "-") in _OPEN_MAPPINGS
             else _hyphenate(v)
             for k, v in value.items()
         }
@@ -113,8 +139,7 @@ def _check_known_keys(given: Mapping[str, Any], known: Mapping[str, Any], where:
         if name not in known:
             choices = ", ".join(sorted(known))
             raise SettingError(f"Unknown setting {where}.{name}; known keys there: {choices}")
-        # extra-directives is an open mapping of submit commands, not a section.
-        if isinstance(known[name], Mapping) and name != "extra-directives":
+        if isinstance(known[name], Mapping) and name not in _OPEN_MAPPINGS:
             if not isinstance(value, Mapping):
                 raise SettingError(f"{where}.{name} must be a mapping, got {value!r}")
             _check_known_keys(value, known[name], f"{where}.{name}")
@@ -190,4 +215,35 @@ def _directives(value: object) -> tuple[tuple[str, str], ...]:
         if not isinstance(key, str) or not isinstance(item, str | int | float | bool):
             raise _fail("submit.extra-directives", "a mapping of strings to strings", value)
         items.append((key, str(item)))
+    return tuple(items)
+
+
+def _contact_address(value: object) -> str | None:
+    address = _optional_str(value, "worker.contact-address")
+    if address is not None and "://" not in address:
+        raise _fail("worker.contact-address", 'an address such as "tcp://host:port"', value)
+    return address
+
+
+def _choice(value: object, setting: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise _fail(setting, "one of " + ", ".join(choices), value)
+    return str(value)
+
+
+_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _attributes(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        raise _fail("submit.attributes", "a mapping of ClassAd attribute names to values", value)
+    items = []
+    for name, item in value.items():
+        if not isinstance(name, str) or not _ATTRIBUTE_NAME.match(name):
+            raise _fail("submit.attributes", "ClassAd attribute names (letters, digits, _)", name)
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        if not isinstance(item, str | int | float):
+            raise _fail(f"submit.attributes.{name}", "a ClassAd value", item)
+        items.append((name, str(item)))
     return tuple(items)

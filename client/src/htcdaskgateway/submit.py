@@ -12,6 +12,8 @@ from pathlib import Path
 
 from .naming import (
     CLUSTER_ATTRIBUTE,
+    LEASE_ATTRIBUTE,
+    USER_ATTRIBUTE,
     WORKER_NAME_TEMPLATE,
     checked_cluster_name,
     scheduler_sni,
@@ -24,11 +26,15 @@ def worker_job_description(
     cluster_name: str,
     scheduler_address: str,
     credential_files: Sequence[Path],
+    user: str,
+    lease_expiry: int | None = None,
 ) -> dict[str, str]:
-    """Submit commands for one worker job of ``cluster_name``.
+    """Submit commands for one worker job of ``cluster_name``, run for ``user``.
 
     The credentials travel only as transferred input files; the description
     itself holds their paths on the submitting side, never their contents.
+    ``lease_expiry`` (epoch seconds) is when the job, if still idle, is
+    removed unless the client renews the lease first.
     """
     checked_cluster_name(cluster_name)
     worker = settings.worker
@@ -42,11 +48,15 @@ def worker_job_description(
     ]  # fmt: skip
     if worker.host:
         arguments += ["--host", worker.host]
+    if worker.contact_address:
+        arguments += ["--contact-address", worker.contact_address]
+    if worker.lifetime:
+        arguments += ["--lifetime", str(worker.lifetime)]
     if worker.extra_args:
         arguments += ["--", *worker.extra_args]
 
     description = {
-        "universe": "vanilla",
+        "universe": worker.universe,
         "executable": worker.executable,
         "transfer_executable": "false",
         "arguments": quote_arguments(arguments),
@@ -65,9 +75,43 @@ def worker_job_description(
         "request_disk": str(math.ceil(worker.disk / 2**10)),
         "batch_name": settings.submit.batch_name.format(cluster_name=cluster_name),
         f"MY.{CLUSTER_ATTRIBUTE}": f'"{cluster_name}"',
+        f"MY.{USER_ATTRIBUTE}": classad_string(user),
     }
+    if worker.image:
+        image_command = "docker_image" if worker.universe == "docker" else "container_image"
+        description[image_command] = worker.image
+    if settings.submit.requirements:
+        description["requirements"] = f"({settings.submit.requirements})"
+    removal = _removal_expression(settings, lease_expiry)
+    if removal:
+        description["periodic_remove"] = removal
+    if lease_expiry is not None:
+        description[f"MY.{LEASE_ATTRIBUTE}"] = str(lease_expiry)
+    description.update((f"MY.{name}", value) for name, value in settings.submit.attributes)
     description.update(settings.submit.extra_directives)
     return description
+
+
+def _removal_expression(settings: HTCondorSettings, lease_expiry: int | None) -> str | None:
+    rules = []
+    if lease_expiry is not None:
+        # Only idle jobs: the schedd evaluates them on its own copy of the ad,
+        # which the lease renewals edit. A running job's shadow keeps the copy
+        # it started with, so running workers end through their scheduler
+        # instead (the lapsed lease stops it, and workers exit with it).
+        rules.append(f"(JobStatus == 1 && {LEASE_ATTRIBUTE} < time())")
+    lifetime = settings.worker.lifetime
+    if lifetime:
+        # The worker retires itself at its lifetime; this removes a job that
+        # failed to, once its retirement had kill-timeout seconds to finish.
+        limit = lifetime + settings.worker.kill_timeout
+        rules.append(f"(JobStatus == 2 && time() - EnteredCurrentStatus > {limit})")
+    return " || ".join(rules) or None
+
+
+def classad_string(value: str) -> str:
+    """``value`` as a ClassAd string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def quote_arguments(args: Sequence[str]) -> str:

@@ -31,6 +31,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-limit", default="auto")
     parser.add_argument("--death-timeout", type=float, default=60.0)
     parser.add_argument("--host", help="address to listen on and advertise to the scheduler")
+    parser.add_argument("--contact-address", help="address the scheduler dials, behind NAT")
+    parser.add_argument("--lifetime", type=int, help="seconds before the worker retires")
     parser.add_argument("--tls-cert", type=Path, default=Path(CERT_FILE))
     parser.add_argument("--tls-key", type=Path, default=Path(KEY_FILE))
     parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
@@ -53,6 +55,10 @@ def worker_command(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
     if args.host:
         command += ["--host", args.host]
+    if args.contact_address:
+        command += ["--contact-address", args.contact_address]
+    if args.lifetime:
+        command += ["--lifetime", f"{args.lifetime}s"]
     return command + list(args.extra)
 
 

@@ -1,0 +1,85 @@
+"""The scheduler plugin in a real, in-process dask scheduler with real workers."""
+
+import asyncio
+
+from distributed import Scheduler, Worker
+from distributed.core import rpc
+
+from htcdaskgateway import scheduler_plugin
+from htcdaskgateway.scheduler_plugin import KeepHTCondorWorkers
+
+
+async def _scheduler_with_workers(*names):
+    scheduler = await Scheduler(host="127.0.0.1", port=0, dashboard_address=None)
+    plugin = KeepHTCondorWorkers()
+    scheduler.add_plugin(plugin)
+    await plugin.start(scheduler)
+    workers = [
+        await Worker(scheduler.address, name=name, host="127.0.0.1", nthreads=1) for name in names
+    ]
+    return scheduler, plugin, workers
+
+
+async def _close(scheduler, workers):
+    for worker in workers:
+        await worker.close()
+    await scheduler.close()
+
+
+def test_htcondor_workers_only_close_when_the_client_asks():
+    async def run():
+        scheduler, plugin, workers = await _scheduler_with_workers("htc-1.0", "htc-1.1", "pod-1")
+        try:
+            # What dask-gateway's own preload asks: only the non-HTCondor worker.
+            assert scheduler.workers_to_close(n=3, attribute="name") == ["pod-1"]
+            async with rpc(scheduler.address) as comm:
+                names = await comm.htcdaskgateway_workers_to_close(n=2)
+                assert len(names) == 2
+                # With no work, the adaptive target counts HTCondor workers as closable.
+                assert await comm.htcdaskgateway_adaptive_target() == 0
+            assert scheduler.workers_to_close(n=3, attribute="name") == ["pod-1"]
+        finally:
+            await _close(scheduler, workers)
+
+    asyncio.run(run())
+
+
+def test_lapsed_lease_closes_the_scheduler(monkeypatch):
+    monkeypatch.setattr(scheduler_plugin, "LEASE_CHECK_PERIOD", 0.05)
+
+    async def run():
+        scheduler, plugin, workers = await _scheduler_with_workers()
+        try:
+            async with rpc(scheduler.address) as comm:
+                reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
+                assert reply == {"controller": None}
+                await comm.htcdaskgateway_take_control(token="a")
+                for _ in range(4):  # renewed in time: still running
+                    await asyncio.sleep(0.15)
+                    assert (await comm.htcdaskgateway_renew(token="a", ttl=0.3)) == {
+                        "controller": "a"
+                    }
+            assert scheduler.status.name == "running"
+            await asyncio.sleep(0.6)  # no renewal: the lease lapses
+            assert scheduler.status.name in ("closing", "closed")
+        finally:
+            await _close(scheduler, workers)
+
+    asyncio.run(run())
+
+
+def test_released_lease_does_not_close_the_scheduler(monkeypatch):
+    monkeypatch.setattr(scheduler_plugin, "LEASE_CHECK_PERIOD", 0.05)
+
+    async def run():
+        scheduler, plugin, workers = await _scheduler_with_workers()
+        try:
+            async with rpc(scheduler.address) as comm:
+                await comm.htcdaskgateway_renew(token="a", ttl=0.2)
+                await comm.htcdaskgateway_renew(token="a", ttl=0)
+            await asyncio.sleep(0.5)
+            assert scheduler.status.name == "running"
+        finally:
+            await _close(scheduler, workers)
+
+    asyncio.run(run())
