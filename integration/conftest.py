@@ -69,6 +69,13 @@ def condor_q_long(cluster_name: str) -> str:
     ).stdout
 
 
+def condor_history_long(cluster_name: str) -> str:
+    """The schedd's history of the cluster's jobs, every attribute (as `condor_history -l`)."""
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    ads = schedd.history(f'{CLUSTER_ATTRIBUTE} == "{cluster_name}"', projection=[])
+    return "\n\n".join(ad.printOld() for ad in ads)
+
+
 @pytest.fixture(scope="session")
 def stack_ready() -> None:
     try:
@@ -95,8 +102,8 @@ def new_cluster(gateway: HTCGateway) -> Iterator[Callable[[], HTCGatewayCluster]
     """Start clusters; at teardown shut them down and check nothing is left."""
     clusters: list[HTCGatewayCluster] = []
 
-    def start() -> HTCGatewayCluster:
-        cluster = gateway.new_cluster()
+    def start(**kwargs: object) -> HTCGatewayCluster:
+        cluster = gateway.new_cluster(**kwargs)
         clusters.append(cluster)
         return cluster
 

@@ -78,6 +78,45 @@ def test_interpreter_exit_shuts_the_cluster_down(gateway):
     )
 
 
+def test_killed_owner_loses_its_lease_and_its_jobs(gateway, record_figure):
+    # The owner (shutdown on close) holds a 10 s lease. Killed, it cannot
+    # renew it: the scheduler plugin stops the cluster (running workers exit
+    # with their scheduler) and the schedd removes the idle job.
+    death_timeout = 30
+    killed = python(f"""
+        import time
+        from htcdaskgateway import HTCGateway
+        from htcdaskgateway.settings import HTCondorSettings
+        settings = {{"lease": 10, "worker": {{"death-timeout": {death_timeout}}}}}
+        cluster = HTCGateway(htcondor=settings).new_cluster()
+        cluster.scale(2)
+        cluster.wait_for_workers(2, timeout=90)
+        # and one job that never starts
+        settings["submit"] = {{"requirements": "False"}}
+        cluster.htcondor_settings = HTCondorSettings.from_config(settings)
+        cluster.scale(3)
+        print(cluster.name, flush=True)
+        time.sleep(600)
+    """)
+    name = killed.stdout.readline().strip()
+    assert name, killed.stderr.read()
+    wait_for(lambda: len(active_jobs(name)) == 3, "2 running jobs and 1 idle one", 30)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(10)
+    started = time.monotonic()
+
+    wait_for(lambda: not queue(name), "the killed owner's jobs to leave", death_timeout)
+    record_figure(
+        f"killed client's jobs (2 running, 1 idle) gone "
+        f"{time.monotonic() - started:.1f} s after SIGKILL (lease 10 s)"
+    )
+    wait_for(
+        lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED,
+        "the gateway to report the cluster stopped",
+        10,
+    )
+
+
 def test_killed_client_leaves_jobs_that_cleanup_removes(gateway):
     # Jobs that can never start stay in the queue after their client dies;
     # the cleanup command is how they are found and removed.

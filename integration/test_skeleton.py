@@ -13,7 +13,7 @@ import pytest
 from dask_gateway.client import ClusterStatus
 from distributed import get_worker
 
-from conftest import condor_q_long, queue, wait_for
+from conftest import condor_history_long, condor_q_long, queue, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ def test_two_clusters_at_once_each_with_own_jobs_and_certificate(new_cluster):
     assert not running_job_ids(first.name) & running_job_ids(second.name)
 
 
-def test_no_pem_material_in_job_ad_environment_or_arguments(new_cluster):
+def test_no_secret_in_job_ad_history_logs_environment_arguments_or_temp(new_cluster):
     cluster = new_cluster()
     cluster.scale(1)
     client = cluster.get_client()
@@ -103,6 +103,33 @@ def test_no_pem_material_in_job_ad_environment_or_arguments(new_cluster):
 
     leftovers = list(Path(tempfile.gettempdir()).glob("htcdaskgateway-*"))
     assert not leftovers, "credentials staged for the schedd are removed after submit"
+    secret_markers = ("BEGIN", key_body)
+    assert not files_containing(Path(tempfile.gettempdir()), secret_markers), "temp space"
+
+    (job,) = cluster.worker_jobs()
+    cluster.shutdown()
+    wait_for(lambda: not queue(cluster.name), "the job to leave the queue", 30)
+    history = condor_history_long(cluster.name)
+    assert f'HTCDaskGatewayCluster = "{cluster.name}"' in history, "the job is in the history"
+    assert not any(marker in history for marker in secret_markers), "condor_history -l"
+    event_log = Path("/pool-log/EventLog")
+    job_cluster, job_proc = (int(part) for part in job.job_id.split("."))
+    event_id = f"({job_cluster:03d}.{job_proc:03d}.000)"
+    assert event_id in event_log.read_text(errors="replace"), "the job log has the job's events"
+    assert not files_containing(Path("/pool-log"), secret_markers), "the pool's logs"
+
+
+def files_containing(root: Path, markers: tuple[str, ...]) -> list[Path]:
+    """Files under ``root`` this user can read that contain any of ``markers``."""
+    found = []
+    for path in root.rglob("*"):
+        try:
+            text = path.read_text(errors="replace") if path.is_file() else ""
+        except OSError:
+            continue
+        if any(marker in text for marker in markers):
+            found.append(path)
+    return found
 
 
 def test_shutdown_stops_scheduler_and_removes_jobs(gateway, new_cluster):

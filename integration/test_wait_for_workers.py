@@ -34,13 +34,26 @@ def test_held_job_ends_the_wait_with_its_hold_reason(gateway, record_figure):
         broken.close()
 
 
-def test_unmatchable_job_times_out_with_the_job_states(gateway):
-    never = HTCGateway(htcondor={"submit": {"extra-directives": {"requirements": "False"}}})
+def test_unmatchable_job_shows_why_it_waits(gateway, record_figure):
+    # An impossible requirement: more memory than any slot of the pool has.
+    never = HTCGateway(htcondor={"submit": {"requirements": "TARGET.Memory > 100000000"}})
     cluster = never.new_cluster()
     try:
         cluster.scale(1)
-        with pytest.raises(TimeoutError, match=r"0 of 1 workers joined .* idle 1"):
-            cluster.wait_for_workers(1, timeout=5)
+        started = time.monotonic()
+        with pytest.raises(
+            TimeoutError, match=r"0 of 1 workers joined .* idle 1 \(no slot can run"
+        ):
+            cluster.wait_for_workers(1, timeout=15)
+        record_figure(
+            f"idle reason of an unmatchable job shown within {time.monotonic() - started:.1f} s"
+        )
+        (row,) = cluster.job_table()
+        assert row["status"] == "idle"
+        assert "none of the pool's 1 slots" in row["reason"]
+        assert "TARGET.Memory > 100000000" in row["reason"]
+        assert "no slot can run it" in cluster._widget_status()
+        assert "idle 1" in repr(cluster)
     finally:
         cluster.shutdown()
         never.close()

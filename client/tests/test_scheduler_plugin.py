@@ -17,7 +17,7 @@ async def _scheduler_with_workers(*names):
     workers = [
         await Worker(scheduler.address, name=name, host="127.0.0.1", nthreads=1) for name in names
     ]
-    return scheduler, plugin, workers
+    return scheduler, workers
 
 
 async def _close(scheduler, workers):
@@ -28,7 +28,7 @@ async def _close(scheduler, workers):
 
 def test_htcondor_workers_only_close_when_the_client_asks():
     async def run():
-        scheduler, plugin, workers = await _scheduler_with_workers("htc-1.0", "htc-1.1", "pod-1")
+        scheduler, workers = await _scheduler_with_workers("htc-1.0", "htc-1.1", "pod-1")
         try:
             # What dask-gateway's own preload asks: only the non-HTCondor worker.
             assert scheduler.workers_to_close(n=3, attribute="name") == ["pod-1"]
@@ -48,7 +48,7 @@ def test_lapsed_lease_closes_the_scheduler(monkeypatch):
     monkeypatch.setattr(scheduler_plugin, "LEASE_CHECK_PERIOD", 0.05)
 
     async def run():
-        scheduler, plugin, workers = await _scheduler_with_workers()
+        scheduler, workers = await _scheduler_with_workers()
         try:
             async with rpc(scheduler.address) as comm:
                 reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
@@ -72,7 +72,7 @@ def test_released_lease_does_not_close_the_scheduler(monkeypatch):
     monkeypatch.setattr(scheduler_plugin, "LEASE_CHECK_PERIOD", 0.05)
 
     async def run():
-        scheduler, plugin, workers = await _scheduler_with_workers()
+        scheduler, workers = await _scheduler_with_workers()
         try:
             async with rpc(scheduler.address) as comm:
                 await comm.htcdaskgateway_renew(token="a", ttl=0.2)

@@ -107,7 +107,5 @@ def test_container_universe_and_extra_requirements_and_attributes():
 
 def test_user_names_are_quoted_as_classad_strings():
     settings = HTCondorSettings.from_config()
-    description = worker_job_description(
-        settings, "abc123", "tls://h:1", FILES, user='ev"il\\'
-    )
+    description = worker_job_description(settings, "abc123", "tls://h:1", FILES, user='ev"il\\')
     assert description["MY.HTCDaskGatewayUser"] == '"ev\\"il\\\\"'

@@ -11,7 +11,7 @@ from dask_gateway import GatewayClusterError
 
 from .errors import HTCondorError, SettingError
 from .gateway import HTCGateway
-from .jobs import WorkerJob, count_by_status
+from .jobs import JobStatus, WorkerJob, count_by_status
 
 
 def _counts(jobs: list[WorkerJob]) -> str:
@@ -39,15 +39,24 @@ def list_clusters() -> None:
 @main.command()
 @click.argument("name")
 def status(name: str) -> None:
-    """A cluster's state and each of its jobs (with hold reasons)."""
+    """A cluster's state and each of its jobs, with why it is held or idle."""
     with HTCGateway() as gateway:
         report = gateway.get_cluster(name)
         jobs = gateway.worker_jobs().get(name, [])
+        idle_reasons: dict[str, str | None] = {}
+        for job in jobs:
+            submission = job.job_id.split(".")[0]
+            if job.status is JobStatus.IDLE and submission not in idle_reasons:
+                idle_reasons[submission] = gateway.sync(gateway.schedd.explain_idle, job.job_id)
     click.echo(f"cluster {name}: {report.status.name}")
     click.echo(f"jobs: idle/running/held {_counts(jobs)}")
     for job in jobs:
-        reason = f"  ({job.hold_reason})" if job.hold_reason else ""
-        click.echo(f"  {job.job_id:<12} {job.status.name.lower()}{reason}")
+        reason = job.hold_reason
+        if job.status is JobStatus.IDLE:
+            reason = idle_reasons.get(job.job_id.split(".")[0])
+        click.echo(
+            f"  {job.job_id:<12} {job.status.name.lower()}" + (f"  ({reason})" if reason else "")
+        )
 
 
 @main.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import dask.config
 from dask_gateway import Gateway
 from dask_gateway.client import ClusterReport
 
@@ -33,7 +34,7 @@ class HTCGateway(Gateway):
         self.schedd = ScheddClient(settings.collector, settings.schedd)
         super().__init__(*args, **kwargs)
 
-    def _cluster_kwargs(self) -> dict[str, Any]:
+    def _cluster_kwargs(self, htcondor: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return {
             "address": self.address,
             "proxy_address": self.proxy_address,
@@ -41,24 +42,36 @@ class HTCGateway(Gateway):
             "auth": self.auth,
             "asynchronous": self.asynchronous,
             "loop": self.loop,
-            "htcondor": self.htcondor,
+            "htcondor": dask.config.merge(self.htcondor, dict(htcondor or {})),
         }
 
     def new_cluster(
-        self, cluster_options: Any = None, shutdown_on_close: bool = True, **kwargs: Any
+        self,
+        cluster_options: Any = None,
+        shutdown_on_close: bool = True,
+        htcondor: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> HTCGatewayCluster:
-        """Start a cluster at the gateway; ``scale(n)`` then submits ``n`` worker jobs."""
+        """Start a cluster at the gateway; ``scale(n)`` then submits ``n`` worker jobs.
+
+        ``htcondor`` overrides the gateway's ``htcondor`` settings for this cluster.
+        """
         return self.cluster_class(
             cluster_options=cluster_options,
             shutdown_on_close=shutdown_on_close,
-            **self._cluster_kwargs(),
+            **self._cluster_kwargs(htcondor),
             **kwargs,
         )
 
-    def connect(self, cluster_name: str, shutdown_on_close: bool = False) -> HTCGatewayCluster:
+    def connect(
+        self,
+        cluster_name: str,
+        shutdown_on_close: bool = False,
+        htcondor: Mapping[str, Any] | None = None,
+    ) -> HTCGatewayCluster:
         """Connect to a running cluster and take control of its worker jobs."""
         return self.cluster_class.from_name(
-            cluster_name, shutdown_on_close=shutdown_on_close, **self._cluster_kwargs()
+            cluster_name, shutdown_on_close=shutdown_on_close, **self._cluster_kwargs(htcondor)
         )
 
     def list_clusters(self, status: Any = None, **kwargs: Any) -> Any:
