@@ -8,7 +8,7 @@ import time
 from dask_gateway.client import ClusterStatus
 from dask_gateway.options import Options
 
-from conftest import queue, wait_for
+from conftest import condor_q_long, queue, wait_for
 from htcdaskgateway import HTCGateway
 
 
@@ -78,3 +78,33 @@ def test_close_keeps_the_cluster_shutdown_ends_it(gateway):
     wait_for(
         lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED, "a stopped cluster", 30
     )
+
+
+def test_gateway_methods_by_cluster_name(gateway, new_cluster):
+    cluster = new_cluster(shutdown_on_close=False)
+    name = cluster.name
+    gateway.scale_cluster(name, 1)
+    cluster.wait_for_workers(1, timeout=90)
+    assert gateway.get_cluster(name).jobs == {"idle": 0, "running": 1, "held": 0}
+
+    gateway.adapt_cluster(name, minimum=0, maximum=2, interval="1s")
+    client = cluster.get_client()
+    assert sum(client.gather(client.map(lambda i: time.sleep(0.2) or i, range(40)))) == 780
+    wait_for(lambda: active(name) == 0, "adapting by name to scale to 0 when idle", 60)
+
+    gateway.stop_cluster(name)
+    wait_for(lambda: not queue(name), "stop_cluster() to remove the jobs", 30)
+    wait_for(lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED, "stopped", 30)
+
+
+def test_no_token_reaches_the_jobs(new_cluster, monkeypatch):
+    token = "hub-token-that-must-stay-here"
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", token)
+    monkeypatch.setenv("DASK_GATEWAY__AUTH__KWARGS__PASSWORD", token)
+    cluster = new_cluster()
+    cluster.scale(1)
+    client = cluster.get_client()
+    cluster.wait_for_workers(1, timeout=90)
+    assert token not in condor_q_long(cluster.name)
+    (environ,) = client.run(lambda: dict(__import__("os").environ)).values()
+    assert token not in repr(environ)

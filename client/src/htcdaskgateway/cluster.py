@@ -201,15 +201,30 @@ class HTCGatewayCluster(GatewayCluster):
         Adapting stops when the cluster is closed or shut down, or when
         another client calls ``scale()`` or ``adapt()`` on it.
         """
+        adaptive = self.adaptive(
+            minimum, maximum, interval=interval, wait_count=wait_count,
+            target_duration=target_duration,
+        )  # fmt: skip
+        return self.gateway.sync(self._adapt, adaptive if active else None, **kwargs)
+
+    def adaptive(
+        self,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        *,
+        interval: str | float = "3s",
+        wait_count: int = 3,
+        target_duration: str | float = "5s",
+    ) -> HTCondorAdaptive:
+        """The adaptive policy ``adapt()`` would follow, checked but not started."""
         low = 0 if minimum is None else _worker_count(minimum, "adapt(minimum=...)")
         high = math.inf if maximum is None else _worker_count(maximum, "adapt(maximum=...)")
         if high < low:
             raise ValueError(f"adapt() needs minimum <= maximum, got {low} > {high}")
-        adaptive = HTCondorAdaptive(
+        return HTCondorAdaptive(
             self, low, high, wait_count=wait_count, target_duration=target_duration,
             interval=interval,
         )  # fmt: skip
-        return self.gateway.sync(self._adapt, adaptive if active else None, **kwargs)
 
     async def _adapt(self, adaptive: HTCondorAdaptive | None) -> None:
         await self._take_control()

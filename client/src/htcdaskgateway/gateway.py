@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import dask.config
 from dask_gateway import Gateway
 from dask_gateway.client import ClusterReport
 
-from .cluster import HTCGatewayCluster
+from .cluster import HTCGatewayCluster, _worker_count
 from .jobs import WorkerJob, count_by_status
 from .naming import CLUSTER_ATTRIBUTE, checked_cluster_name
 from .schedd import ANY_CLUSTER, ScheddClient
@@ -32,6 +33,7 @@ class HTCGateway(Gateway):
         self.htcondor = dict(htcondor or {})
         settings = HTCondorSettings.from_config(self.htcondor)  # bad settings fail here
         self.schedd = ScheddClient(settings.collector, settings.schedd)
+        self._adapting: dict[str, HTCGatewayCluster] = {}
         super().__init__(*args, **kwargs)
 
     def _cluster_kwargs(self, htcondor: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -73,6 +75,95 @@ class HTCGateway(Gateway):
         return self.cluster_class.from_name(
             cluster_name, shutdown_on_close=shutdown_on_close, **self._cluster_kwargs(htcondor)
         )
+
+    def get_cluster(self, cluster_name: str, **kwargs: Any) -> Any:
+        """A cluster's report, with ``jobs``: its idle, running and held job counts."""
+        return self.sync(self._cluster_with_jobs, cluster_name, **kwargs)
+
+    async def _cluster_with_jobs(self, cluster_name: str) -> HTCClusterReport:
+        report = await self._cluster_report(cluster_name)
+        constraint = f'{CLUSTER_ATTRIBUTE} == "{checked_cluster_name(cluster_name)}"'
+        return HTCClusterReport.extend(report, count_by_status(await self.schedd.jobs(constraint)))
+
+    def stop_cluster(self, cluster_name: str, **kwargs: Any) -> Any:
+        """Remove a cluster's jobs, then stop it at the gateway."""
+        return self.sync(self._stop_cluster_and_jobs, cluster_name, **kwargs)
+
+    async def _stop_cluster_and_jobs(self, cluster_name: str) -> None:
+        adapting = self._adapting.pop(cluster_name, None)
+        if adapting is not None:
+            await adapting._stop_internal()
+        constraint = f'{CLUSTER_ATTRIBUTE} == "{checked_cluster_name(cluster_name)}"'
+        await self.schedd.remove(constraint, f"cluster {cluster_name} stopped")
+        await self._stop_cluster(cluster_name)
+
+    def scale_cluster(self, cluster_name: str, n: int, **kwargs: Any) -> Any:
+        """Scale a cluster's HTCondor jobs to ``n`` (as ``connect(name).scale(n)``)."""
+        return self.sync(self._scale_by_name, cluster_name, n, **kwargs)
+
+    async def _scale_by_name(self, cluster_name: str, n: int) -> None:
+        async with self._connected(cluster_name) as cluster:
+            await cluster._scale(_worker_count(n, "scale_cluster()"))
+
+    def adapt_cluster(
+        self,
+        cluster_name: str,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        active: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Adapt a cluster's HTCondor jobs to its load while this gateway object is open.
+
+        Adapting needs a running client: it ends when this gateway is closed.
+        Takes the arguments of ``HTCGatewayCluster.adapt``.
+        """
+        return self.sync(
+            self._adapt_by_name, cluster_name, minimum, maximum, active, adapt_kwargs=kwargs
+        )
+
+    async def _adapt_by_name(
+        self,
+        cluster_name: str,
+        minimum: int | None,
+        maximum: int | None,
+        active: bool,
+        adapt_kwargs: dict[str, Any],
+    ) -> None:
+        previous = self._adapting.pop(cluster_name, None)
+        if previous is not None:
+            await previous._stop_internal()
+        if not active:
+            return
+        cluster = await self._connect_here(cluster_name)
+        try:
+            adaptive = cluster.adaptive(minimum, maximum, **adapt_kwargs)
+            await cluster._adapt(adaptive)
+        except BaseException:
+            await cluster._stop_internal()
+            raise
+        self._adapting[cluster_name] = cluster
+
+    async def _cleanup(self) -> None:
+        while self._adapting:
+            _, cluster = self._adapting.popitem()
+            await cluster._stop_internal()
+        await super()._cleanup()
+
+    async def _connect_here(self, cluster_name: str) -> HTCGatewayCluster:
+        # A connection on this gateway's own event loop, for calls by name.
+        kwargs = dict(self._cluster_kwargs(), asynchronous=True, loop=self.loop)
+        cluster = self.cluster_class.from_name(cluster_name, shutdown_on_close=False, **kwargs)
+        await cluster._start_internal()
+        return cluster
+
+    @contextlib.asynccontextmanager
+    async def _connected(self, cluster_name: str) -> AsyncIterator[HTCGatewayCluster]:
+        cluster = await self._connect_here(cluster_name)
+        try:
+            yield cluster
+        finally:
+            await cluster._stop_internal()
 
     def list_clusters(self, status: Any = None, **kwargs: Any) -> Any:
         """Your clusters, each report with ``jobs``: its idle, running and held job counts."""
