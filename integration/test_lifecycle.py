@@ -11,6 +11,7 @@ import time
 from dask_gateway.client import ClusterStatus
 
 from conftest import queue, wait_for
+from htcdaskgateway.compat import ClosingOnceGateway
 
 
 def python(code: str, **kwargs) -> subprocess.Popen:
@@ -135,7 +136,9 @@ def test_killed_client_leaves_jobs_that_cleanup_removes(gateway):
     killed.send_signal(signal.SIGKILL)
     killed.wait(10)
 
-    gateway.stop_cluster(name)  # the gateway forgets the cluster (e.g. culled)
+    # The gateway forgets the cluster (e.g. culled), without a word to HTCondor.
+    with ClosingOnceGateway() as plain:
+        plain.stop_cluster(name)
     time.sleep(2)
     assert len(active_jobs(name)) == 2, "nothing removed the orphaned jobs yet"
 

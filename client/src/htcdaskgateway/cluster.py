@@ -16,10 +16,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from dask_gateway import GatewayCluster, GatewayClusterError
+from dask_gateway import Gateway, GatewayCluster, GatewayClusterError
 from dask_gateway.client import ClusterStatus
 
 from .adaptive import HTCondorAdaptive
+from .compat import ClosingOnceGateway
 from .credentials import check_credentials, staged_credentials
 from .errors import HTCondorError
 from .jobs import JobStatus, WorkerJob, count_by_status, removal_order
@@ -83,6 +84,14 @@ class HTCGatewayCluster(GatewayCluster):
         self._prepare(htcondor)
         self._init_internal(name=cluster_name, shutdown_on_close=shutdown_on_close, **kwargs)
         return self
+
+    def _init_internal(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super()._init_internal(*args, **kwargs)
+        finally:
+            # The base class builds a plain Gateway for its own use.
+            if type(getattr(self, "gateway", None)) is Gateway:
+                self.gateway.__class__ = ClosingOnceGateway
 
     def _prepare(self, htcondor: Mapping[str, Any] | None) -> None:
         self.htcondor_settings = HTCondorSettings.from_config(htcondor)

@@ -7,17 +7,17 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import dask.config
-from dask_gateway import Gateway
 from dask_gateway.client import ClusterReport
 
 from .cluster import HTCGatewayCluster, _worker_count
+from .compat import ClosingOnceGateway
 from .jobs import WorkerJob, count_by_status
 from .naming import CLUSTER_ATTRIBUTE, checked_cluster_name
 from .schedd import ANY_CLUSTER, ScheddClient
 from .settings import HTCondorSettings
 
 
-class HTCGateway(Gateway):
+class HTCGateway(ClosingOnceGateway):
     """A drop-in ``dask_gateway.Gateway`` for HTCondor-backed clusters.
 
     Takes the arguments of ``Gateway`` plus ``htcondor``, a mapping that
