@@ -35,6 +35,23 @@ def active_jobs(name: str) -> list:
     return [ad for ad in queue(name, ["JobStatus"]) if ad["JobStatus"] in (1, 2, 5)]
 
 
+def python_until_killed(code: str) -> subprocess.Popen:
+    """Run ``code``, which leaves a scaled ``cluster``; then report it and wait to be killed."""
+    return python(
+        textwrap.dedent(code) + "print(cluster.name, flush=True)\n__import__('time').sleep(600)\n"
+    )
+
+
+def kill_once_queued(client: subprocess.Popen, jobs: int) -> str:
+    """SIGKILL a client once its cluster has ``jobs`` jobs; returns the cluster's name."""
+    name = client.stdout.readline().strip()
+    assert name, client.stderr.read()
+    wait_for(lambda: len(active_jobs(name)) == jobs, f"{jobs} jobs to be queued", 30)
+    client.send_signal(signal.SIGKILL)
+    client.wait(10)
+    return name
+
+
 def test_connect_from_another_process_scales_the_cluster(new_cluster):
     cluster = new_cluster()
     other = python(f"""
@@ -84,8 +101,7 @@ def test_killed_owner_loses_its_lease_and_its_jobs(gateway, record_figure):
     # renew it: the scheduler plugin stops the cluster (running workers exit
     # with their scheduler) and the schedd removes the idle job.
     death_timeout = 30
-    killed = python(f"""
-        import time
+    killed = python_until_killed(f"""
         from htcdaskgateway import HTCGateway
         from htcdaskgateway.settings import HTCondorSettings
         settings = {{"lease": 10, "worker": {{"death-timeout": {death_timeout}}}}}
@@ -96,14 +112,8 @@ def test_killed_owner_loses_its_lease_and_its_jobs(gateway, record_figure):
         settings["submit"] = {{"requirements": "False"}}
         cluster.htcondor_settings = HTCondorSettings.from_config(settings)
         cluster.scale(3)
-        print(cluster.name, flush=True)
-        time.sleep(600)
     """)
-    name = killed.stdout.readline().strip()
-    assert name, killed.stderr.read()
-    wait_for(lambda: len(active_jobs(name)) == 3, "2 running jobs and 1 idle one", 30)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait(10)
+    name = kill_once_queued(killed, 3)
     started = time.monotonic()
 
     wait_for(lambda: not queue(name), "the killed owner's jobs to leave", death_timeout)
@@ -121,20 +131,13 @@ def test_killed_owner_loses_its_lease_and_its_jobs(gateway, record_figure):
 def test_killed_client_leaves_jobs_that_cleanup_removes(gateway):
     # Jobs that can never start stay in the queue after their client dies;
     # the cleanup command is how they are found and removed.
-    killed = python("""
-        import time
+    killed = python_until_killed("""
         from htcdaskgateway import HTCGateway
         gateway = HTCGateway(htcondor={"submit": {"extra-directives": {"requirements": "False"}}})
         cluster = gateway.new_cluster(shutdown_on_close=False)
         cluster.scale(2)
-        print(cluster.name, flush=True)
-        time.sleep(600)
     """)
-    name = killed.stdout.readline().strip()
-    assert name, killed.stderr.read()
-    wait_for(lambda: len(active_jobs(name)) == 2, "the 2 unstartable jobs to be queued", 30)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait(10)
+    name = kill_once_queued(killed, 2)
 
     # The gateway forgets the cluster (e.g. culled), without a word to HTCondor.
     with ClosingOnceGateway() as plain:

@@ -50,7 +50,7 @@ def test_unmatchable_job_shows_why_it_waits(gateway, record_figure):
         )
         (row,) = cluster.job_table()
         assert row["status"] == "idle"
-        assert "none of the pool's 1 slots" in row["reason"]
+        assert "none of the pool's 1 slots" in row["reason"], "the one partitionable slot"
         assert "TARGET.Memory > 100000000" in row["reason"]
         assert "no slot can run it" in cluster._widget_status()
         assert "idle 1" in repr(cluster)

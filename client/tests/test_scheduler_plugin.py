@@ -44,42 +44,41 @@ def test_htcondor_workers_only_close_when_the_client_asks():
     asyncio.run(run())
 
 
-def test_lapsed_lease_closes_the_scheduler(monkeypatch):
+def _with_lease_scheduler(monkeypatch, body) -> None:
+    """Run ``body(scheduler, comm)`` against a scheduler with the plugin."""
     monkeypatch.setattr(scheduler_plugin, "LEASE_CHECK_PERIOD", 0.05)
 
     async def run():
         scheduler, workers = await _scheduler_with_workers()
         try:
             async with rpc(scheduler.address) as comm:
-                reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
-                assert reply == {"controller": None}
-                await comm.htcdaskgateway_take_control(token="a")
-                for _ in range(4):  # renewed in time: still running
-                    await asyncio.sleep(0.15)
-                    assert (await comm.htcdaskgateway_renew(token="a", ttl=0.3)) == {
-                        "controller": "a"
-                    }
-            assert scheduler.status.name == "running"
-            await asyncio.sleep(0.6)  # no renewal: the lease lapses
-            assert scheduler.status.name in ("closing", "closed")
+                await body(scheduler, comm)
         finally:
             await _close(scheduler, workers)
 
     asyncio.run(run())
+
+
+def test_lapsed_lease_closes_the_scheduler(monkeypatch):
+    async def body(scheduler, comm):
+        reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
+        assert reply == {"controller": None}
+        await comm.htcdaskgateway_take_control(token="a")
+        for _ in range(4):  # renewed in time: still running
+            await asyncio.sleep(0.15)
+            assert await comm.htcdaskgateway_renew(token="a", ttl=0.3) == {"controller": "a"}
+        assert scheduler.status.name == "running"
+        await asyncio.sleep(0.6)  # no renewal: the lease lapses
+        assert scheduler.status.name in ("closing", "closed")
+
+    _with_lease_scheduler(monkeypatch, body)
 
 
 def test_released_lease_does_not_close_the_scheduler(monkeypatch):
-    monkeypatch.setattr(scheduler_plugin, "LEASE_CHECK_PERIOD", 0.05)
+    async def body(scheduler, comm):
+        await comm.htcdaskgateway_renew(token="a", ttl=0.2)
+        await comm.htcdaskgateway_renew(token="a", ttl=0)
+        await asyncio.sleep(0.5)
+        assert scheduler.status.name == "running"
 
-    async def run():
-        scheduler, workers = await _scheduler_with_workers()
-        try:
-            async with rpc(scheduler.address) as comm:
-                await comm.htcdaskgateway_renew(token="a", ttl=0.2)
-                await comm.htcdaskgateway_renew(token="a", ttl=0)
-            await asyncio.sleep(0.5)
-            assert scheduler.status.name == "running"
-        finally:
-            await _close(scheduler, workers)
-
-    asyncio.run(run())
+    _with_lease_scheduler(monkeypatch, body)

@@ -330,11 +330,13 @@ class HTCGatewayCluster(GatewayCluster):
         ):
             logger.info("%s: another client now sets its size; this one stops holding it", self)
             self._target, self._adaptive = None, None
-        active = await self._active_jobs()
-        await self._explain_idle_jobs(active)
-        self._refresh_widget()
-        await self._renew_schedd_lease(active)
+        # One lock from query to action: a scale() in between would make the
+        # job list stale and the jobs it submitted be submitted again.
         async with self._scale_lock:
+            active = await self._active_jobs()
+            await self._explain_idle_jobs(active)
+            self._refresh_widget()
+            await self._renew_schedd_lease(active)
             if self._adaptive is not None:
                 await self._adaptive.adapt()
             elif self._target is not None:

@@ -148,6 +148,7 @@ class ScheddClient:
         if not ads:
             return None
         job = ads[0]
+        slots = _whole_slots(slots)
         matching = sum(1 for slot in slots if job.symmetricMatch(slot))
         if matching == 0:
             return (
@@ -168,6 +169,25 @@ class ScheddClient:
         except htcondor2.HTCondorException as exc:
             raise HTCondorError(f"Could not remove worker jobs: {exc}") from None
         return int(result.get("TotalSuccess", 0))
+
+
+def _whole_slots(slots: list[Any]) -> list[Any]:
+    """The pool's configured slots, each as if empty: could it ever run the job?
+
+    Dynamic slots are pieces of a partitionable one and are left out; a
+    partitionable slot is judged by its total resources, not what is free.
+    """
+    whole = []
+    for slot in slots:
+        if slot.get("DynamicSlot") is True:
+            continue
+        if slot.get("PartitionableSlot") is True:
+            for resource in ("Cpus", "Memory", "Disk"):
+                total = slot.get(f"TotalSlot{resource}")
+                if isinstance(total, int | float):
+                    slot[resource] = total
+        whole.append(slot)
+    return whole
 
 
 def _string_or_none(value: object) -> str | None:
