@@ -46,7 +46,8 @@ def test_unmatchable_job_shows_why_it_waits(gateway, record_figure):
         ):
             cluster.wait_for_workers(1, timeout=15)
         record_figure(
-            f"idle reason of an unmatchable job shown within {time.monotonic() - started:.1f} s"
+            "wait_for_workers(timeout=15) ended with the unmatchable job's idle reason "
+            f"after {time.monotonic() - started:.1f} s"
         )
         (row,) = cluster.job_table()
         assert row["status"] == "idle"
