@@ -114,3 +114,24 @@ def test_adapt_follows_the_load_and_keeps_its_minimum(new_cluster, record_figure
         60,
     )
     assert client.submit(sum, [2, 3]).result() == 5
+
+
+def test_worker_lifetime_ends_the_job_and_the_target_replaces_it(new_cluster, record_figure):
+    cluster = new_cluster(htcondor={"watch-interval": 1, "worker": {"lifetime": 8}})
+    cluster.scale(1)
+    cluster.wait_for_workers(1, timeout=90)
+    (first,) = active_job_ids(cluster.name)
+    started = time.monotonic()
+
+    def successor() -> str | None:
+        ids = active_job_ids(cluster.name)
+        return next(iter(ids)) if len(ids) == 1 and first not in ids else None
+
+    second = wait_for(successor, "the retired worker's job to end and be replaced", 60)
+    record_figure(
+        f"worker lifetime 8 s: job {first} ended and {second} replaced it "
+        f"{time.monotonic() - started:.1f} s after the worker joined"
+    )
+    client = cluster.get_client()
+    cluster.wait_for_workers(1, timeout=90)
+    assert client.submit(sum, [4, 5]).result() == 9
