@@ -8,13 +8,14 @@ COMPOSE := docker compose
 IN_ANALYST := $(COMPOSE) run --rm --no-deps analyst
 PYTEST := scripts/pytest-in-analyst
 
-.PHONY: help docker images up down demo lint unit e2e test pins clean
+.PHONY: help docker images up down demo lint unit e2e test bench pins clean
 
 help:
 	@echo "make demo   - start the local pool + gateway and run the seed's usage on 5 HTCondor workers"
 	@echo "make test   - lint, unit tests and end-to-end tests against the local stack"
 	@echo "make e2e    - end-to-end tests only;  make unit - unit tests only"
 	@echo "make up / make down - start / stop (and wipe) the local stack"
+	@echo "make bench  - benchmarks vs the pool's floor and dask-jobqueue (table, JSON, plot in bench/results/)"
 	@echo "make pins   - re-resolve pins/requirements.in into pins/constraints.txt"
 
 docker:
@@ -42,6 +43,12 @@ e2e: up
 	$(PYTEST) integration
 
 test: lint unit e2e
+
+# BENCH_ARGS=--smoke for a quick pass with tiny N.
+bench: up
+	mkdir -p bench/results && chmod 0777 bench/results
+	$(COMPOSE) run --rm --no-deps -v $(CURDIR)/bench/results:/bench-results -w /src/bench \
+	  analyst python run.py --out /bench-results $(BENCH_ARGS)
 
 pins: docker
 	scripts/freeze-pins.sh

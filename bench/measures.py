@@ -1,0 +1,233 @@
+"""One measurement each: the pool's floor, ours and dask-jobqueue's, side by side.
+
+Every function returns seconds (and, where plotted, a timeline of
+``(seconds since start, count)``) and leaves no job behind.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import htcondor2
+import numpy as np
+from dask_jobqueue import HTCondorCluster
+from distributed import Client
+
+from htcdaskgateway import HTCGateway, HTCGatewayCluster
+
+POLL = 0.1  # seconds between looks at the queue or the scheduler
+WORKER_MEMORY = "1 GiB"
+JOB_TIMEOUT = 300.0
+
+
+@dataclass
+class Run:
+    seconds: float
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+
+
+def _schedd() -> htcondor2.Schedd:
+    return htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+
+
+def _count(constraint: str, status: int | None = None) -> int:
+    ads = _schedd().query(constraint, projection=["JobStatus"])
+    return sum(1 for ad in ads if status is None or ad["JobStatus"] == status)
+
+
+def _until(count: Callable[[], int], n: int, what: str) -> Run:
+    """Poll ``count`` from now until it reaches ``n``; the timeline is kept."""
+    started = time.monotonic()
+    timeline = [(0.0, count())]
+    while timeline[-1][1] < n:
+        if time.monotonic() - started > JOB_TIMEOUT:
+            raise TimeoutError(f"{what}: {timeline[-1][1]} of {n} after {JOB_TIMEOUT} s")
+        time.sleep(POLL)
+        timeline.append((time.monotonic() - started, count()))
+    return Run(time.monotonic() - started, timeline)
+
+
+def _until_empty(constraint: str, what: str) -> float:
+    started = time.monotonic()
+    while _count(constraint):
+        if time.monotonic() - started > JOB_TIMEOUT:
+            raise TimeoutError(f"{what}: jobs still queued after {JOB_TIMEOUT} s")
+        time.sleep(POLL)
+    return time.monotonic() - started
+
+
+def floor(n: int) -> Run:
+    """Submit ``n`` bare sleep jobs (same size as a worker) until all are running."""
+    description = htcondor2.Submit(
+        {
+            "executable": "/bin/sleep",
+            "arguments": "600",
+            "request_cpus": "1",
+            "request_memory": "1024",
+            "request_disk": "1048576",
+            "batch_name": "bench-floor",
+            "leave_in_queue": "false",
+        }
+    )
+    schedd = _schedd()
+    started = time.monotonic()
+    result = schedd.submit(description, count=n)
+    constraint = f"ClusterId == {result.cluster()}"
+    try:
+        run = _until(lambda: _count(constraint, status=2), n, "floor")
+        run.seconds = time.monotonic() - started
+        return run
+    finally:
+        schedd.act(htcondor2.JobAction.Remove, constraint, "benchmark done")
+        _until_empty(constraint, "floor cleanup")
+
+
+def _workers(client: Client) -> int:
+    return len(client.scheduler_info(n_workers=-1)["workers"])
+
+
+@contextmanager
+def ours(**htcondor: object) -> Iterator[HTCGatewayCluster]:
+    with HTCGateway(htcondor=htcondor) as gateway:
+        cluster = gateway.new_cluster()
+        try:
+            yield cluster
+        finally:
+            constraint = f'HTCDaskGatewayCluster == "{cluster.name}"'
+            cluster.shutdown()
+            _until_empty(constraint, "ours cleanup")
+
+
+@contextmanager
+def jobqueue(**extra_directives: str) -> Iterator[tuple[HTCondorCluster, str]]:
+    """A dask-jobqueue cluster on the same pool, and a constraint matching its jobs."""
+    tag = uuid.uuid4().hex
+    cluster = HTCondorCluster(
+        cores=1,
+        memory=WORKER_MEMORY,
+        disk="1 GiB",
+        # The same worker process as ours: no nanny, loopback, same Python.
+        nanny=False,
+        scheduler_options={"host": "127.0.0.1", "dashboard_address": None},
+        worker_extra_args=["--host", "127.0.0.1", "--no-dashboard"],
+        job_extra_directives={
+            "initialdir": "/tmp",
+            "leave_in_queue": "false",
+            "MY.BenchRun": f'"{tag}"',
+            **extra_directives,
+        },
+    )
+    constraint = f'BenchRun == "{tag}"'
+    try:
+        yield cluster, constraint
+    finally:
+        cluster.close()
+        _until_empty(constraint, "dask-jobqueue cleanup")
+
+
+def p1_ours(n: int) -> Run:
+    with ours() as cluster:
+        client = cluster.get_client()
+        started = time.monotonic()
+        cluster.scale(n)
+        run = _until(lambda: _workers(client), n, "ours")
+        run.seconds = time.monotonic() - started
+        client.close()
+        return run
+
+
+def p1_jobqueue(n: int) -> Run:
+    with jobqueue() as (cluster, _), Client(cluster) as client:
+        started = time.monotonic()
+        cluster.scale(n)
+        run = _until(lambda: _workers(client), n, "dask-jobqueue")
+        run.seconds = time.monotonic() - started
+        return run
+
+
+NEVER_STARTS = "False"
+
+
+def p2_ours(n: int) -> float:
+    """Wall time of ``scale(n)`` until all n jobs are in the queue (none can start)."""
+    with ours(submit={"requirements": NEVER_STARTS}) as cluster:
+        constraint = f'HTCDaskGatewayCluster == "{cluster.name}"'
+        started = time.monotonic()
+        cluster.scale(n)
+        _until(lambda: _count(constraint), n, "ours queued")
+        return time.monotonic() - started
+
+
+def p2_jobqueue(n: int) -> float:
+    with jobqueue(requirements=NEVER_STARTS) as (cluster, constraint):
+        started = time.monotonic()
+        cluster.scale(n)  # returns at once; the condor_submit calls run after it
+        _until(lambda: _count(constraint), n, "dask-jobqueue queued")
+        return time.monotonic() - started
+
+
+@dataclass
+class DataPath:
+    throughput_mb_s: float
+    round_trip_ms: float
+
+
+def _data_path(client: Client, megabytes: int, chunk_mb: int, round_trips: int) -> DataPath:
+    chunks = [np.random.bytes(chunk_mb * 2**20) for _ in range(megabytes // chunk_mb)]
+    started = time.monotonic()
+    futures = client.scatter(chunks, direct=False)
+    back = client.gather(futures, direct=False)
+    elapsed = time.monotonic() - started
+    if back != chunks:
+        raise AssertionError("data came back different")
+    del futures
+    latencies = []
+    for i in range(round_trips):
+        t0 = time.monotonic()
+        if client.submit(int.__add__, i, 1, pure=False).result() != i + 1:
+            raise AssertionError("wrong result")
+        latencies.append(time.monotonic() - t0)
+    return DataPath(2 * megabytes / elapsed, 1000 * statistics.median(latencies))
+
+
+def p3(megabytes: int, chunk_mb: int, round_trips: int) -> tuple[DataPath, DataPath]:
+    """The same scheduler and worker, reached through the gateway's proxy and directly."""
+    with ours() as cluster:
+        cluster.scale(1)
+        proxied = cluster.get_client()
+        cluster.wait_for_workers(1, timeout=JOB_TIMEOUT)
+        direct_address = proxied.scheduler_info()["address"]
+        through_proxy = _data_path(proxied, megabytes, chunk_mb, round_trips)
+        with Client(direct_address, security=cluster.security) as direct:
+            straight = _data_path(direct, megabytes, chunk_mb, round_trips)
+        proxied.close()
+        return through_proxy, straight
+
+
+def p4_ours(n: int) -> float:
+    """``shutdown()`` until the queue holds none of the cluster's jobs."""
+    with HTCGateway() as gateway:
+        cluster = gateway.new_cluster()
+        constraint = f'HTCDaskGatewayCluster == "{cluster.name}"'
+        cluster.scale(n)
+        cluster.wait_for_workers(n, timeout=JOB_TIMEOUT)
+        started = time.monotonic()
+        cluster.shutdown()
+        _until_empty(constraint, "ours shutdown")
+        return time.monotonic() - started
+
+
+def p4_jobqueue(n: int) -> float:
+    with jobqueue() as (cluster, constraint), Client(cluster) as client:
+        cluster.scale(n)
+        client.wait_for_workers(n, timeout=JOB_TIMEOUT)
+        started = time.monotonic()
+        client.close()
+        cluster.close()
+        _until_empty(constraint, "dask-jobqueue shutdown")
+        return time.monotonic() - started

@@ -1,0 +1,172 @@
+"""`make bench`: time to workers, scale-call cost, data path and shutdown, side by side.
+
+Runs in the analyst container against the local stack (`make up`). Each
+measure is repeated and reported as min / median; ratios use medians.
+Writes ``bench-<time>.json`` and ``workers-over-time.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import measures
+
+T = TypeVar("T")
+
+
+def repeat(times: int, what: str, measure: Callable[[], T]) -> list[T]:
+    results = []
+    for i in range(times):
+        print(f"  {what} ({i + 1}/{times})", file=sys.stderr, flush=True)
+        results.append(measure())
+    return results
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "all": values}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args(argv)
+
+    sizes = [1, 2] if args.smoke else [1, 10, 30]
+    repeats = 1 if args.smoke else args.repeats
+    scale_call_n = 5 if args.smoke else 100
+    shutdown_n = 2 if args.smoke else 10
+    data_mb, chunk_mb, round_trips = (20, 10, 20) if args.smoke else (200, 10, 200)
+    results: dict[str, Any] = {"smoke": args.smoke, "repeats": repeats, "p1": {}, "timelines": {}}
+
+    for n in sizes:
+        print(f"P1 N={n}", file=sys.stderr)
+        runs = {
+            "floor": repeat(repeats, f"floor N={n}", lambda n=n: measures.floor(n)),
+            "ours": repeat(repeats, f"ours N={n}", lambda n=n: measures.p1_ours(n)),
+            "jobqueue": repeat(
+                repeats, f"dask-jobqueue N={n}", lambda n=n: measures.p1_jobqueue(n)
+            ),
+        }
+        results["p1"][n] = {name: summary([r.seconds for r in rs]) for name, rs in runs.items()}
+        results["timelines"][n] = {name: rs[0].timeline for name, rs in runs.items()}
+
+    print(f"P2 scale({scale_call_n}) call", file=sys.stderr)
+    results["p2"] = {
+        "n": scale_call_n,
+        "ours": summary(repeat(repeats, "ours", lambda: measures.p2_ours(scale_call_n))),
+        "jobqueue": summary(
+            repeat(repeats, "dask-jobqueue", lambda: measures.p2_jobqueue(scale_call_n))
+        ),
+    }
+
+    print(f"P3 {data_mb} MB in {chunk_mb} MB chunks, {round_trips} round trips", file=sys.stderr)
+    pairs = repeat(repeats, "proxy vs direct", lambda: measures.p3(data_mb, chunk_mb, round_trips))
+    results["p3"] = {
+        "megabytes": data_mb,
+        "proxy_mb_s": summary([p.throughput_mb_s for p, _ in pairs]),
+        "direct_mb_s": summary([d.throughput_mb_s for _, d in pairs]),
+        "proxy_round_trip_ms": summary([p.round_trip_ms for p, _ in pairs]),
+        "direct_round_trip_ms": summary([d.round_trip_ms for _, d in pairs]),
+    }
+
+    print(f"P4 shutdown with N={shutdown_n}", file=sys.stderr)
+    results["p4"] = {
+        "n": shutdown_n,
+        "ours": summary(repeat(repeats, "ours", lambda: measures.p4_ours(shutdown_n))),
+        "jobqueue": summary(
+            repeat(repeats, "dask-jobqueue", lambda: measures.p4_jobqueue(shutdown_n))
+        ),
+    }
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    json_path = args.out / f"bench-{stamp}.json"
+    json_path.write_text(json.dumps(results, indent=2))
+    plot_path = args.out / "workers-over-time.png"
+    plot(results["timelines"][max(sizes)], max(sizes), plot_path)
+    print(table(results))
+    print(f"\nwrote {json_path} and {plot_path}")
+    return 0
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "P1 scale(N) to N connected workers (s, min / median; ratios of medians)",
+        f"{'N':>4} {'floor':>13} {'ours':>13} {'jobqueue':>13} "
+        f"{'ours/floor':>10} {'jq/floor':>9} {'ours/jq':>8}",
+    ]
+    for n, row in results["p1"].items():
+        f, o, j = (row[k]["median"] for k in ("floor", "ours", "jobqueue"))
+        cells = " ".join(
+            f"{row[k]['min']:5.2f} /{row[k]['median']:6.2f}" for k in ("floor", "ours", "jobqueue")
+        )
+        lines.append(f"{n:>4} {cells} {_ratio(o, f):>10} {_ratio(j, f):>9} {_ratio(o, j):>8}")
+    p2 = results["p2"]
+    lines += [
+        "",
+        f"P2 scale({p2['n']}) call until all jobs are queued (s, min / median)",
+        f"  ours {p2['ours']['min']:.2f} / {p2['ours']['median']:.2f}   "
+        f"dask-jobqueue {p2['jobqueue']['min']:.2f} / {p2['jobqueue']['median']:.2f}   "
+        f"ours/jq {_ratio(p2['ours']['median'], p2['jobqueue']['median'])}",
+    ]
+    p3 = results["p3"]
+    lines += [
+        "",
+        f"P3 data path, {p3['megabytes']} MB up and back; small-task round trip (median)",
+        f"  throughput MB/s: proxy {p3['proxy_mb_s']['median']:.1f}, "
+        f"direct {p3['direct_mb_s']['median']:.1f}, "
+        f"proxy/direct {_ratio(p3['proxy_mb_s']['median'], p3['direct_mb_s']['median'])}",
+        f"  round trip ms:   proxy {p3['proxy_round_trip_ms']['median']:.2f}, "
+        f"direct {p3['direct_round_trip_ms']['median']:.2f}, "
+        f"proxy/direct "
+        f"{_ratio(p3['proxy_round_trip_ms']['median'], p3['direct_round_trip_ms']['median'])}",
+    ]
+    p4 = results["p4"]
+    lines += [
+        "",
+        f"P4 shutdown() with {p4['n']} workers until their jobs left the queue (s, min / median)",
+        f"  ours {p4['ours']['min']:.2f} / {p4['ours']['median']:.2f}   "
+        f"dask-jobqueue {p4['jobqueue']['min']:.2f} / {p4['jobqueue']['median']:.2f}   "
+        f"ours/jq {_ratio(p4['ours']['median'], p4['jobqueue']['median'])}",
+    ]
+    return "\n".join(lines)
+
+
+def plot(timelines: dict[str, list[tuple[float, int]]], n: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {
+        "floor": "floor: bare sleep jobs running",
+        "ours": "htcdaskgateway: workers connected",
+        "jobqueue": "dask-jobqueue: workers connected",
+    }
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, timeline in timelines.items():
+        xs, ys = zip(*timeline, strict=True)
+        ax.step(xs, ys, where="post", label=labels[name])
+    ax.set_xlabel("seconds since scale / submit")
+    ax.set_ylabel("count")
+    ax.set_title(f"N = {n}, first repeat")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
