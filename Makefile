@@ -8,7 +8,7 @@ COMPOSE := docker compose
 IN_ANALYST := $(COMPOSE) run --rm --no-deps analyst
 PYTEST := scripts/pytest-in-analyst
 
-.PHONY: help docker images up down demo lint unit e2e test bench pins clean
+.PHONY: help docker images up down demo lint unit e2e test bench pins clean chart-check e2e-kind
 
 help:
 	@echo "make demo   - start the local pool + gateway and run the seed's usage on 5 HTCondor workers"
@@ -17,6 +17,8 @@ help:
 	@echo "make up / make down - start / stop (and wipe) the local stack"
 	@echo "make bench  - benchmarks vs the pool's floor and dask-jobqueue (table, JSON, plot in bench/results/)"
 	@echo "make pins   - re-resolve pins/requirements.in into pins/constraints.txt"
+	@echo "make chart-check - the Helm chart: lint, render, validate (k8s 1.31-1.34), tests, config load"
+	@echo "make e2e-kind    - the chart in a kind cluster, pool outside (needs kind; see charts/README.md)"
 
 docker:
 	scripts/ensure-docker.sh
@@ -55,3 +57,12 @@ pins: docker
 
 clean: down
 	-docker image rm htcdaskgateway/pool:dev htcdaskgateway/analyst:dev htcdaskgateway/scheduler:dev
+
+# The Helm chart's static checks; no Kubernetes cluster needed (charts/README.md).
+chart-check: docker
+	charts/ci/chart-check.sh
+
+# The chart in kind with the compose pool outside it. Checks for kind,
+# kubectl, helm and a node image first, and fails fast without them.
+e2e-kind:
+	charts/ci/e2e-kind.sh

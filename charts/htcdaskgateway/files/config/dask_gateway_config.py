@@ -1,0 +1,80 @@
+# dask-gateway-server configuration rendered by the htcdaskgateway chart:
+# the Kubernetes backend, schedulers only (workers are HTCondor jobs that
+# join through the proxy), and JupyterHub or simple auth. Settings come from
+# values.yaml beside this file; secrets from the environment (a Secret).
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chart_values import get, load
+
+c = get_config()  # noqa: F821  # provided by traitlets when it runs this file
+values = load()
+
+c.DaskGateway.log_level = get(values, "gateway.logLevel")
+c.DaskGateway.address = ":8000"
+c.DaskGateway.backend_class = "dask_gateway_server.backends.kubernetes.KubeBackend"
+c.KubeBackend.gateway_instance = get(values, "chart.instance")
+# Schedulers report to the API at its in-cluster Service.
+c.KubeBackend.api_url = get(values, "chart.apiUrl")
+
+c.KubeClusterConfig.namespace = get(values, "chart.schedulerNamespace")
+c.KubeClusterConfig.image = get(values, "chart.image")
+c.KubeClusterConfig.image_pull_policy = get(values, "image.pullPolicy")
+c.KubeClusterConfig.image_pull_secrets = [
+    {"name": name} for name in get(values, "image.pullSecrets", [])
+]
+
+# Only schedulers. htcdaskgateway's plugin keeps the HTCondor workers from
+# being retired by the gateway's own worker count, which stays 0: the
+# backend caps the DaskCluster's replicas at cluster_max_workers, so the
+# controller never creates a worker pod and has nothing to reconcile.
+c.KubeClusterConfig.scheduler_cmd = [
+    "dask", "scheduler", "--preload", "htcdaskgateway.scheduler_plugin",
+]  # fmt: skip
+c.KubeClusterConfig.cluster_max_workers = 0
+# A worker pod could only appear through a bug; it would say why it fails.
+c.KubeClusterConfig.worker_cmd = [
+    "sh", "-c", "echo 'htcdaskgateway: workers are HTCondor jobs, not pods' >&2; exit 1", "--",
+]  # fmt: skip
+c.KubeClusterConfig.idle_timeout = float(get(values, "cluster.idleTimeout"))
+c.KubeClusterConfig.environment = dict(get(values, "cluster.environment", {}))
+
+c.KubeClusterConfig.scheduler_cores = float(get(values, "cluster.scheduler.cores.request"))
+c.KubeClusterConfig.scheduler_cores_limit = float(get(values, "cluster.scheduler.cores.limit"))
+c.KubeClusterConfig.scheduler_memory = get(values, "cluster.scheduler.memory.request")
+c.KubeClusterConfig.scheduler_memory_limit = get(values, "cluster.scheduler.memory.limit")
+# The controller builds the scheduler pod; these make it as locked down as
+# the chart's own pods. /tmp is the only writable path dask needs.
+c.KubeClusterConfig.scheduler_extra_pod_config = get(values, "chart.schedulerPod.pod")
+c.KubeClusterConfig.scheduler_extra_container_config = get(values, "chart.schedulerPod.container")
+
+auth_type = get(values, "gateway.auth.type")
+if auth_type == "jupyterhub":
+    c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
+    api_url = get(values, "gateway.auth.jupyterhub.apiUrl", None)
+    if not api_url:
+        # Kubernetes sets these for z2jh's "hub" Service in this namespace.
+        host = os.environ.get("HUB_SERVICE_HOST")
+        port = os.environ.get("HUB_SERVICE_PORT")
+        if not (host and port):
+            raise ValueError(
+                "gateway.auth.jupyterhub.apiUrl is not set and there is no JupyterHub 'hub' "
+                "Service in this namespace (HUB_SERVICE_HOST/PORT unset): set apiUrl"
+            )
+        api_url = f"http://{host}:{port}/hub/api"
+    c.JupyterHubAuthenticator.jupyterhub_api_url = api_url
+    c.JupyterHubAuthenticator.jupyterhub_service_name = get(
+        values, "gateway.auth.jupyterhub.serviceName", ""
+    )
+    # The token: JUPYTERHUB_API_TOKEN, from the Secret (the authenticator's default).
+elif auth_type == "simple":
+    c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+    password = os.environ.get("HTCDASKGATEWAY_SIMPLE_PASSWORD")
+    if password:
+        c.SimpleAuthenticator.password = password
+else:
+    raise ValueError(f"gateway.auth.type must be 'jupyterhub' or 'simple', not {auth_type!r}")
+
+for name, snippet in sorted(get(values, "gateway.extraConfig", {}).items()):
+    exec(compile(snippet, f"gateway.extraConfig.{name}", "exec"), {"c": c})

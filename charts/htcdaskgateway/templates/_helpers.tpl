@@ -1,0 +1,155 @@
+{{/* Names: every object is <fullname>-<component>, cut to 63 characters. */}}
+{{- define "htcdg.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "htcdg.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "htcdg.componentName" -}}
+{{- printf "%s-%s" (include "htcdg.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "htcdg.apiName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "api") }}{{- end -}}
+{{- define "htcdg.controllerName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "controller") }}{{- end -}}
+{{- define "htcdg.proxyName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "proxy") }}{{- end -}}
+{{- define "htcdg.configName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "gateway-config") }}{{- end -}}
+{{- define "htcdg.clientConfigName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "client-config") }}{{- end -}}
+{{- define "htcdg.secretName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "secret") }}{{- end -}}
+
+{{/*
+The gateway instance: the controller, the API and Traefik select the
+DaskCluster objects, pods and routes of this release by this label value.
+*/}}
+{{- define "htcdg.instance" -}}{{ include "htcdg.fullname" . }}{{- end -}}
+
+{{- define "htcdg.labels" -}}
+app.kubernetes.io/name: {{ include "htcdg.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+gateway.dask.org/instance: {{ include "htcdg.instance" . }}
+{{- end -}}
+
+{{- define "htcdg.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "htcdg.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "htcdg.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+
+{{- define "htcdg.schedulerNamespace" -}}
+{{- .Values.cluster.namespace | default .Release.Namespace -}}
+{{- end -}}
+
+{{/* Ports the proxy listens on inside its pod. */}}
+{{- define "htcdg.proxyWebPort" -}}8000{{- end -}}
+{{- define "htcdg.proxyTcpPort" -}}8786{{- end -}}
+
+{{/*
+Public ports: explicit proxy.public.*Port, else the node port (NodePort) or
+the Service port (LoadBalancer). Empty when a NodePort Service has no fixed
+node port and none is given: only Kubernetes knows it then.
+*/}}
+{{- define "htcdg.publicPort" -}}
+{{- $p := index .root.Values.proxy.service.ports .port -}}
+{{- $explicit := index .root.Values.proxy.public (printf "%sPort" .port) -}}
+{{- if $explicit -}}
+{{- $explicit -}}
+{{- else if eq .root.Values.proxy.service.type "NodePort" -}}
+{{- $p.nodePort | default "" -}}
+{{- else -}}
+{{- $p.port -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "host:port" of the proxy for analysts and execute nodes; empty while unknown. */}}
+{{- define "htcdg.publicEndpoint" -}}
+{{- $port := include "htcdg.publicPort" . -}}
+{{- if and .root.Values.proxy.public.host $port -}}
+{{- printf "%s:%s" .root.Values.proxy.public.host $port -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Pod and container security: every container runs as a non-root user, with
+no capabilities and a read-only root filesystem (writable /tmp comes from
+an emptyDir).
+*/}}
+{{- define "htcdg.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .uid }}
+fsGroup: {{ .uid }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "htcdg.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{/*
+Checks across values that the schema cannot express clearly; each message
+names the keys to set.
+*/}}
+{{- define "htcdg.validate" -}}
+{{- $auth := .Values.gateway.auth -}}
+{{- if eq $auth.type "jupyterhub" -}}
+{{- $hub := $auth.jupyterhub | default dict -}}
+{{- $secret := $hub.existingSecret | default dict -}}
+{{- if and (not $hub.apiToken) (not $secret.name) -}}
+{{- fail "gateway.auth.type is jupyterhub but no token source is set: set gateway.auth.jupyterhub.existingSecret.name/key (the Secret holding the gateway's JupyterHub service token) or gateway.auth.jupyterhub.apiToken" -}}
+{{- end -}}
+{{- if and $hub.apiToken $secret.name -}}
+{{- fail "gateway.auth.jupyterhub: both apiToken and existingSecret.name are set; keep one (set existingSecret.name to \"\" to use apiToken)" -}}
+{{- end -}}
+{{- end -}}
+{{- if ne .Values.proxy.service.type "NodePort" -}}
+{{- range $name, $p := .Values.proxy.service.ports -}}
+{{- if $p.nodePort -}}
+{{- fail (printf "proxy.service.ports.%s.nodePort is set but proxy.service.type is %s: node ports apply only to type NodePort" $name $.Values.proxy.service.type) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if gt (float64 .Values.cluster.scheduler.cores.request) (float64 .Values.cluster.scheduler.cores.limit) -}}
+{{- fail "cluster.scheduler.cores.request is larger than cluster.scheduler.cores.limit" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The analysts' dask config (NOTES and the client-config ConfigMap). */}}
+{{- define "htcdg.clientConfig" -}}
+{{- $web := include "htcdg.publicEndpoint" (dict "root" . "port" "web") -}}
+{{- $tcp := include "htcdg.publicEndpoint" (dict "root" . "port" "tcp") -}}
+gateway:
+  address: http://{{ $web }}
+  proxy-address: tls://{{ $tcp }}
+  auth:
+    type: {{ eq .Values.gateway.auth.type "jupyterhub" | ternary "jupyterhub" "basic" }}
+  htcondor:
+    # What the HTCondor workers dial: the same proxy, from the execute nodes.
+    scheduler-address: tls://{{ $tcp }}
+{{- end -}}
+
+{{/* Cluster-scoped objects (ClusterRoles) carry the namespace: releases of the same name may live in several namespaces. */}}
+{{- define "htcdg.clusterScopedName" -}}
+{{- printf "%s-%s" .root.Release.Namespace (include "htcdg.componentName" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

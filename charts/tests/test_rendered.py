@@ -1,0 +1,180 @@
+"""The rendered manifests of every value set (see charts/ci/render.py)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import yaml
+
+from conftest import Rendered
+
+
+def test_no_worker_pods_for_htcondor_clusters(rendered: Rendered) -> None:
+    # Workers are HTCondor jobs: nothing in the chart describes a worker pod,
+    # and the gateway caps every cluster at zero pod workers.
+    text = yaml_dump(rendered.docs)
+    assert "dask-worker" not in text
+    config = rendered.one("ConfigMap", "-gateway-config")["data"]["dask_gateway_config.py"]
+    assert re.search(r"^c\.KubeClusterConfig\.cluster_max_workers = 0$", config, re.M)
+    assert '"--preload", "htcdaskgateway.scheduler_plugin"' in config
+    for key in re.findall(r"^c\.KubeClusterConfig\.(worker_\w+)", config, re.M):
+        assert key == "worker_cmd", f"worker pod setting {key} in the gateway config"
+    assert not any(k.startswith("worker") for k in rendered.chart_values()["cluster"])
+
+
+def test_proxy_exposed_outside_the_cluster(rendered: Rendered) -> None:
+    values = rendered.chart_values()
+    service = rendered.one("Service", "-proxy")
+    assert service["spec"]["type"] in {"NodePort", "LoadBalancer"}
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert set(ports) == {"web", "tcp"}
+    proxy = rendered.one("Deployment", "-proxy")
+    (traefik,) = proxy["spec"]["template"]["spec"]["containers"]
+    container_ports = {p["name"]: p["containerPort"] for p in traefik["ports"]}
+    args = traefik["args"]
+    for name in ("web", "tcp"):
+        assert ports[name]["targetPort"] == name
+        assert f"--entrypoints.{name}.address=:{container_ports[name]}" in args
+        node_port = values["proxy"]["service"]["ports"][name]["nodePort"]
+        if service["spec"]["type"] == "NodePort" and node_port:
+            assert ports[name]["nodePort"] == node_port
+    instance = values["chart"]["instance"]
+    assert f"--providers.kubernetescrd.labelselector=gateway.dask.org/instance={instance}" in args
+    # The controller's routes use the entrypoints Traefik defines.
+    controller = rendered.one("ConfigMap", "-gateway-config")["data"]["kube_controller_config.py"]
+    assert 'proxy_tcp_entrypoint = "tcp"' in controller
+    assert 'proxy_web_entrypoint = "web"' in controller
+
+
+def test_public_address_reaches_the_analysts(rendered: Rendered) -> None:
+    public = rendered.chart_values()["proxy"]["public"]
+    clients = [
+        c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-client-config")
+    ]
+    if not public["host"]:
+        assert clients == [], "a client config without a public address"
+        return
+    (client,) = clients
+    config = yaml_load(client["data"]["htcdaskgateway.yaml"])["gateway"]
+    host = public["host"]
+    assert config["proxy-address"].startswith(f"tls://{host}:")
+    assert config["htcondor"]["scheduler-address"] == config["proxy-address"]
+    assert config["address"].startswith(f"http://{host}:")
+    if public["tcpPort"]:
+        assert config["proxy-address"] == f"tls://{host}:{public['tcpPort']}"
+
+
+def test_no_secret_in_any_configmap(rendered: Rendered, runtime_secrets: dict[str, str]) -> None:
+    for cm in rendered.of_kind("ConfigMap"):
+        text = yaml_dump([cm])
+        for name, secret in runtime_secrets.items():
+            for form in (secret, base64.b64encode(secret.encode()).decode()):
+                assert form not in text, f"{name} in ConfigMap {cm['metadata']['name']}"
+        values = yaml_load(cm["data"]["values.yaml"]) if "values.yaml" in cm["data"] else {}
+        auth = values.get("gateway", {}).get("auth", {})
+        assert "apiToken" not in auth.get("jupyterhub", {})
+        assert "password" not in auth.get("simple", {})
+
+
+def test_inline_secrets_reach_the_gateway_through_a_secret(rendered: Rendered) -> None:
+    values = rendered.chart_values()
+    (gateway,) = rendered.one("Deployment", "-api")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in gateway.get("env", [])}
+    for item in env.values():
+        assert "value" not in item or "TOKEN" not in item["name"], "a token as a literal env value"
+    if values["gateway"]["auth"]["type"] == "jupyterhub":
+        ref = env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+        secret = values["gateway"]["auth"]["jupyterhub"]["existingSecret"]["name"]
+        if secret:
+            assert ref["name"] == secret
+        else:
+            (own,) = rendered.of_kind("Secret")
+            assert ref == {"name": own["metadata"]["name"], "key": "jupyterhub-api-token"}
+
+
+def test_resources_and_security_contexts(rendered: Rendered) -> None:
+    specs = rendered.pod_specs()
+    assert len(specs) >= 4  # api, controller, proxy, helm test pod
+    for name, spec in specs:
+        pod_sc = spec.get("securityContext", {})
+        assert pod_sc.get("runAsNonRoot") is True, name
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        for c in spec["containers"] + spec.get("initContainers", []):
+            where = f"{name} container {c['name']}"
+            resources: dict[str, Any] = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{where}: {kind}"
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+
+
+def test_scheduler_pods_locked_down_too(rendered: Rendered) -> None:
+    # The controller builds scheduler pods from these (merged into its own).
+    pod = rendered.chart_values()["chart"]["schedulerPod"]
+    assert pod["pod"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["container"]["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["container"]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_deployments_roll_on_config_change(rendered: Rendered) -> None:
+    for suffix in ("-api", "-controller"):
+        annotations = rendered.one("Deployment", suffix)["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+        assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"]), suffix
+    api = rendered.one("Deployment", "-api")["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", api["checksum/secret"])
+
+
+def test_rbac_names_what_the_controller_and_api_use(rendered: Rendered) -> None:
+    roles = {r["metadata"]["name"]: r["rules"] for r in rendered.of_kind("ClusterRole")}
+    controller = next(rules for name, rules in roles.items() if name.endswith("-controller"))
+    granted = {
+        (g, res, verb)
+        for rule in controller
+        for g in rule["apiGroups"]
+        for res in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    for need in [
+        ("traefik.io", "ingressroutetcps", "create"),
+        ("gateway.dask.org", "daskclusters/status", "patch"),
+        ("", "pods", "create"),
+        ("", "secrets", "create"),
+    ]:
+        assert need in granted, need
+    bindings = rendered.of_kind("ClusterRoleBinding")
+    accounts = {sa["metadata"]["name"] for sa in rendered.of_kind("ServiceAccount")}
+    for b in bindings:
+        assert b["roleRef"]["name"] in roles
+        assert {s["name"] for s in b["subjects"]} <= accounts
+
+
+def test_crds_ship_with_the_chart(rendered: Rendered) -> None:
+    crds = {c["metadata"]["name"] for c in rendered.of_kind("CustomResourceDefinition")}
+    assert {"daskclusters.gateway.dask.org", "ingressroutetcps.traefik.io"} <= crds
+    for doc in rendered.docs:
+        group = doc["apiVersion"].split("/")[0]
+        if group in {"traefik.io", "gateway.dask.org"}:
+            plural = {"IngressRoute": "ingressroutes", "Middleware": "middlewares"}[doc["kind"]]
+            assert f"{plural}.{group}" in crds
+
+
+def test_helm_test_pod_checks_both_ports(rendered: Rendered) -> None:
+    (pod,) = rendered.of_kind("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    ports = {p["name"]: p["port"] for p in rendered.one("Service", "-proxy")["spec"]["ports"]}
+    assert env["WEB_PORT"] == str(ports["web"]) and env["TCP_PORT"] == str(ports["tcp"])
+
+
+def yaml_dump(docs: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(docs)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.safe_load(text)
