@@ -2,6 +2,9 @@
 # Everything runs in containers built here; the first run installs and
 # starts the docker engine (scripts/ensure-docker.sh).
 include pins/versions.env
+# Group of the docker socket, which the analyst container's tests use to
+# stop and restart the stack's services.
+DOCKER_GID = $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 export
 
 COMPOSE := docker compose

@@ -1,0 +1,66 @@
+# JupyterHub of the local stack (TEST ONLY): the identity provider of the
+# multi-tenant gateway ("gateway-hub" in docker-compose.yml). Analysts never
+# open it in a browser; they, and the gateway, only use its REST API.
+#
+# At every start it makes fresh API tokens, written to $HUB_TOKEN_DIR of
+# this run's own volume: one for the dask-gateway service and one for each
+# user. They are readable by the test containers, which play all users.
+import secrets
+from pathlib import Path
+
+from jupyterhub.proxy import Proxy
+
+USERS = ["alice", "bob"]
+TOKEN_DIR = Path("/run/htcdaskgateway/hub-tokens")
+
+
+class RouteTableProxy(Proxy):
+    """Keeps JupyterHub's routes in memory and serves nothing.
+
+    The tests reach the Hub's API directly at hub_bind_url; no single-user
+    server is ever spawned, so no HTTP proxy (configurable-http-proxy) is
+    needed between browsers and notebooks.
+    """
+
+    should_start = False
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.routes: dict[str, dict[str, object]] = {}
+
+    async def add_route(self, routespec: str, target: str, data: dict) -> None:
+        self.routes[routespec] = {"routespec": routespec, "target": target, "data": data}
+
+    async def delete_route(self, routespec: str) -> None:
+        self.routes.pop(routespec, None)
+
+    async def get_all_routes(self) -> dict[str, dict[str, object]]:
+        return dict(self.routes)
+
+
+def fresh_token(name: str) -> str:
+    token = secrets.token_hex(32)
+    path = TOKEN_DIR / name
+    path.write_text(token)
+    path.chmod(0o644)
+    return token
+
+
+c = get_config()  # type: ignore[name-defined]  # provided by traitlets
+
+TOKEN_DIR.mkdir(parents=True, exist_ok=True)
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:18081"
+c.JupyterHub.bind_url = "http://127.0.0.1:18080"
+c.JupyterHub.proxy_class = RouteTableProxy
+c.JupyterHub.db_url = "sqlite:///:memory:"
+c.JupyterHub.cookie_secret_file = "/tmp/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = "/tmp/jupyterhub.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allowed_users = set(USERS)
+
+c.JupyterHub.services = [{"name": "dask-gateway", "api_token": fresh_token("dask-gateway")}]
+# The gateway looks up who holds a token; nothing more.
+c.JupyterHub.load_roles = [
+    {"name": "dask-gateway", "scopes": ["read:users"], "services": ["dask-gateway"]},
+]
+c.JupyterHub.api_tokens = {fresh_token(user): user for user in USERS}
