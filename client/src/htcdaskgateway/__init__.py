@@ -2,10 +2,17 @@
 
 from . import config  # registers the config defaults before anything reads them
 from .cluster import HTCGatewayCluster
-from .errors import HTCondorError, ScheddUnavailableError, SettingError, SubmitError
+from .errors import (
+    GatewayAccessError,
+    HTCondorError,
+    ScheddUnavailableError,
+    SettingError,
+    SubmitError,
+)
 from .gateway import HTCGateway
 
 __all__ = [
+    "GatewayAccessError",
     "HTCGateway",
     "HTCGatewayCluster",
     "HTCondorError",

@@ -85,13 +85,12 @@ class HTCGatewayCluster(GatewayCluster):
         self._init_internal(name=cluster_name, shutdown_on_close=shutdown_on_close, **kwargs)
         return self
 
-    def _init_internal(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            super()._init_internal(*args, **kwargs)
-        finally:
-            # The base class builds a plain Gateway for its own use.
-            if type(getattr(self, "gateway", None)) is Gateway:
-                self.gateway.__class__ = ClosingOnceGateway
+    async def _start_internal(self) -> None:
+        # The base class builds a plain Gateway for its own use; it must
+        # close once and explain refusals before the first request.
+        if type(self.gateway) is Gateway:
+            self.gateway.__class__ = ClosingOnceGateway
+        await super()._start_internal()
 
     def _prepare(self, htcondor: Mapping[str, Any] | None) -> None:
         self.htcondor_settings = HTCondorSettings.from_config(htcondor)
@@ -419,6 +418,14 @@ class HTCGatewayCluster(GatewayCluster):
                 if reason:
                     self._idle_reasons[submission] = (now, reason)
 
+    def _jobs_state(self, jobs: list[WorkerJob]) -> str:
+        counts = count_by_status(jobs)
+        idle_reasons = sorted({self._reason(j) for j in jobs if j.status is JobStatus.IDLE} - {""})
+        why = f" ({'; '.join(idle_reasons)})" if idle_reasons else ""
+        return (
+            f"jobs idle {counts['idle']}{why}, running {counts['running']}, held {counts['held']}"
+        )
+
     def _reason(self, job: WorkerJob) -> str:
         if job.status is JobStatus.HELD:
             return job.hold_reason or ""
@@ -469,7 +476,8 @@ class HTCGatewayCluster(GatewayCluster):
         Stops early with an ``HTCondorError`` carrying the hold reason when
         one of the cluster's jobs is held (it would never start), and with a
         ``TimeoutError`` describing the jobs, and why idle ones wait, after
-        ``timeout`` seconds.
+        ``timeout`` seconds. While the schedd cannot be reached it keeps
+        waiting (a restarting schedd comes back) and shows why.
         """
         n = _worker_count(n, "wait_for_workers()")
         return self.gateway.sync(self._wait_for_workers, n, timeout)
@@ -481,18 +489,16 @@ class HTCGatewayCluster(GatewayCluster):
         progress = _Progress(f"{self.name}: waiting for {n} workers")
         try:
             while True:
-                jobs = await self._active_jobs()
                 joined = len(await self._joined_workers())
-                await self._explain_idle_jobs(jobs)
-                counts = count_by_status(jobs)
-                idle_reasons = sorted(
-                    {self._reason(j) for j in jobs if j.status is JobStatus.IDLE} - {""}
-                )
-                why = f" ({'; '.join(idle_reasons)})" if idle_reasons else ""
-                state = (
-                    f"jobs idle {counts['idle']}{why}, running {counts['running']}, "
-                    f"held {counts['held']}"
-                )
+                try:
+                    jobs = await self._active_jobs()
+                    await self._explain_idle_jobs(jobs)
+                except HTCondorError as exc:
+                    # The schedd may come back before the timeout (a restart):
+                    # keep waiting, and say why nothing moves.
+                    jobs, state = [], f"HTCondor unavailable: {exc}"
+                else:
+                    state = self._jobs_state(jobs)
                 progress.show(f"{joined}/{n} workers; {state}")
                 if joined >= n:
                     return

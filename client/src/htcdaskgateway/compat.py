@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from dask_gateway import Gateway
+
+from .errors import GatewayAccessError
 
 
 class ClosingOnceGateway(Gateway):
-    """A ``Gateway`` whose ``close()`` may be called again.
+    """A ``Gateway`` whose ``close()`` may be called again and whose refusals say why.
 
     ``Gateway.close()`` reads ``self.loop``, which distributed's
     ``LoopRunner`` refuses once the loop has stopped, so a second call
@@ -27,3 +30,22 @@ class ClosingOnceGateway(Gateway):
             return None
         self._closed_here = True
         return super().close()
+
+    async def _request(self, method: str, url: str, json: Any = None) -> Any:
+        # The stock client lets 401 and 403 escape as aiohttp's own error,
+        # whose message names neither the cause nor the cluster.
+        try:
+            return await super()._request(method, url, json=json)
+        except aiohttp.ClientResponseError as exc:
+            if exc.status == 401:
+                raise GatewayAccessError(
+                    f"The gateway at {self.address} did not accept your credentials "
+                    "(authentication failed); check gateway.auth in your dask config"
+                ) from None
+            if exc.status == 403:
+                path = url.removeprefix(self.address)
+                raise GatewayAccessError(
+                    f"The gateway at {self.address} refused {method} {path}: "
+                    "the cluster belongs to another user, or you may not do this"
+                ) from None
+            raise

@@ -21,3 +21,7 @@ class SubmitError(HTCondorError):
 
 class CredentialError(GatewayClusterError):
     """The cluster's TLS credentials are unusable for worker jobs."""
+
+
+class GatewayAccessError(GatewayClusterError):
+    """The gateway refused the request: bad credentials, or another user's cluster."""

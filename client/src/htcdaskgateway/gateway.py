@@ -195,14 +195,17 @@ class HTCGateway(ClosingOnceGateway):
         """Remove the jobs of clusters the gateway no longer runs.
 
         Such jobs are left when a client dies before it can shut its cluster
-        down. Only jobs the schedd lets you remove (your own) are removed.
+        down. Only your own jobs (as the schedd knows you) are considered.
         Returns the number of jobs removed per cluster name.
         """
         return self.sync(self._remove_orphaned_jobs, **kwargs)
 
     async def _remove_orphaned_jobs(self) -> dict[str, int]:
         live = {c.name for c in await self._clusters()}
-        jobs = await self.schedd.jobs(ANY_CLUSTER)
+        # Other users' clusters are not ours to judge, even if the schedd
+        # would refuse to remove their jobs anyway.
+        mine = await self.schedd.own_jobs_constraint()
+        jobs = await self.schedd.jobs(f"{ANY_CLUSTER} && {mine}")
         orphans = sorted(
             {j.cluster_name for j in jobs if j.cluster_name and j.cluster_name not in live}
         )

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import classad2
 import htcondor2
 
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
@@ -34,12 +35,17 @@ def _executor() -> ThreadPoolExecutor:
 
 
 class ScheddClient:
-    """A schedd, found through the collector on first use."""
+    """A schedd, found through the collector on first use.
+
+    After a failed call it is looked up again: a restarted schedd may have
+    a new address.
+    """
 
     def __init__(self, collector: str | None = None, name: str | None = None) -> None:
         self.collector = collector
         self.name = name
         self._schedd: htcondor2.Schedd | None = None
+        self._schedd_ad: classad2.ClassAd | None = None
 
     def __repr__(self) -> str:
         return f"ScheddClient(collector={self.collector!r}, name={self.name!r})"
@@ -47,12 +53,16 @@ class ScheddClient:
     async def _call(self, func: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(_executor(), func, *args)
-        except RuntimeError:
-            # Executors take no new work once the interpreter is exiting, but
-            # shutdown at exit must still remove the jobs: call directly.
-            return func(*args)
-        return await future
+            try:
+                future = loop.run_in_executor(_executor(), func, *args)
+            except RuntimeError:
+                # Executors take no new work once the interpreter is exiting,
+                # but shutdown at exit must still remove the jobs: call directly.
+                return func(*args)
+            return await future
+        except HTCondorError:
+            self._schedd = None
+            raise
 
     def _collector(self) -> htcondor2.Collector:
         return htcondor2.Collector(self.collector) if self.collector else htcondor2.Collector()
@@ -66,15 +76,36 @@ class ScheddClient:
                 raise ScheddUnavailableError(f"Cannot reach {where}: {exc}") from None
             if self.name is not None:
                 ads = [ad for ad in ads if ad.get("Name") == self.name]
-            if len(ads) != 1:
-                known = sorted(str(ad.get("Name")) for ad in ads)
-                wanted = f"schedd {self.name!r}" if self.name else "exactly one schedd"
+            if not ads:
+                wanted = f"schedd {self.name!r}" if self.name else "schedd"
                 raise ScheddUnavailableError(
-                    f"Expected {wanted} at {where}, found {known or 'none'}; "
-                    "set gateway.htcondor.schedd (and gateway.htcondor.collector)"
+                    f"No {wanted} is registered at {where}: it is down or restarting, or "
+                    "gateway.htcondor.schedd / gateway.htcondor.collector name the wrong one"
+                )
+            if len(ads) > 1:
+                known = sorted(str(ad.get("Name")) for ad in ads)
+                raise ScheddUnavailableError(
+                    f"{where} knows several schedds ({', '.join(known)}); "
+                    "choose one with gateway.htcondor.schedd"
                 )
             self._schedd = htcondor2.Schedd(ads[0])
+            self._schedd_ad = ads[0]
         return self._schedd
+
+    async def own_jobs_constraint(self) -> str:
+        """A constraint matching the jobs of the identity this client submits as."""
+        return await self._call(self._own_jobs_constraint)
+
+    def _own_jobs_constraint(self) -> str:
+        self._locate()
+        try:
+            reply = htcondor2.ping(self._schedd_ad, "WRITE")  # the schedd's view of who we are
+        except htcondor2.HTCondorException as exc:
+            raise ScheddUnavailableError(f"Cannot reach the schedd: {exc}") from None
+        identity = reply.get("MyRemoteUserName")
+        if not isinstance(identity, str):
+            raise HTCondorError("The schedd did not say which user this client acts as")
+        return f"User == {classad2.quote(identity)}"
 
     async def submit(self, description: Mapping[str, str], count: int) -> list[str]:
         """Queue ``count`` jobs in one transaction and spool their input files.
@@ -117,7 +148,7 @@ class ScheddClient:
                 status=JobStatus(ad["JobStatus"]),
                 hold_reason=_string_or_none(ad.get("HoldReason")),
                 cluster_name=_string_or_none(ad.get(CLUSTER_ATTRIBUTE)),
-                hold_reason_code=ad.get("HoldReasonCode") if "HoldReasonCode" in ad else None,
+                hold_reason_code=_int_or_none(ad.get("HoldReasonCode")),
                 user=_string_or_none(ad.get(USER_ATTRIBUTE)),
                 last_rejection=_string_or_none(ad.get("LastRejMatchReason")),
             )
@@ -188,6 +219,10 @@ def _whole_slots(slots: list[Any]) -> list[Any]:
                     slot[resource] = total
         whole.append(slot)
     return whole
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _string_or_none(value: object) -> str | None:
