@@ -71,6 +71,8 @@ def floor(n: int) -> Run:
             "request_memory": "1024",
             "request_disk": "1048576",
             "batch_name": "bench-floor",
+            # The execute node has no copy of the submitter's working directory.
+            "initialdir": "/tmp",
             "leave_in_queue": "false",
         }
     )

@@ -8,18 +8,24 @@ up, the tests fail rather than skip.
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
+import docker
 import htcondor2
 import pytest
+from dask_gateway.auth import JupyterHubAuth
+from docker.models.containers import Container
 
 from htcdaskgateway import HTCGateway, HTCGatewayCluster
 
 T = TypeVar("T")
 CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
+COMPOSE_PROJECT = "htcdaskgateway"  # docker-compose.yml's name
 
 
 _FIGURES: list[str] = []
@@ -112,3 +118,67 @@ def new_cluster(gateway: HTCGateway) -> Iterator[Callable[[], HTCGatewayCluster]
         cluster.shutdown()
     for cluster in clusters:
         wait_for(lambda c=cluster: not queue(c.name), f"jobs of {cluster.name} to leave", 30)
+
+
+# -- the multi-tenant gateway (JupyterHub auth) and the stack's services ----
+
+
+def hub_token(user: str) -> str:
+    """The user's JupyterHub API token, made fresh by the stack's hub at start."""
+    return Path(os.environ["HUB_TOKEN_DIR"], user).read_text().strip()
+
+
+def hub_env(user: str) -> dict[str, str]:
+    """Environment of ``user``'s processes against the JupyterHub-authenticated gateway."""
+    return {
+        "USER": user,  # selects the user's HTCondor token (condor-client.conf)
+        "HOME": f"/home/{user}",
+        "PATH": os.environ["PATH"],
+        "CONDOR_CONFIG": os.environ["CONDOR_CONFIG"],
+        "DASK_GATEWAY__ADDRESS": os.environ["HUB_GATEWAY_ADDRESS"],
+        "DASK_GATEWAY__PROXY_ADDRESS": os.environ["HUB_GATEWAY_PROXY_ADDRESS"],
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        "JUPYTERHUB_API_TOKEN": hub_token(user),
+        **{k: v for k, v in os.environ.items() if k.startswith("DASK_GATEWAY__HTCONDOR__")},
+    }
+
+
+def user_command(user: str, *command: str) -> list[str]:
+    """``command`` as ``user`` of the analysts' host (sudo for bob), with their tokens."""
+    env = [f"{key}={value}" for key, value in hub_env(user).items()]
+    sudo = [] if user == os.environ.get("USER") else ["sudo", "-u", user, "--"]
+    return [*sudo, "env", "-i", *env, *command]
+
+
+def as_user(user: str, *command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        user_command(user, *command), capture_output=True, text=True, timeout=timeout, cwd="/tmp"
+    )
+
+
+@pytest.fixture
+def hub_gateway(stack_ready: None) -> Iterator[HTCGateway]:
+    """alice's gateway, authenticated by the stack's JupyterHub."""
+    gw = HTCGateway(
+        address=os.environ["HUB_GATEWAY_ADDRESS"],
+        proxy_address=os.environ["HUB_GATEWAY_PROXY_ADDRESS"],
+        auth=JupyterHubAuth(api_token=hub_token("alice")),
+    )
+    yield gw
+    gw.close()
+    gc.collect()  # see the gateway fixture
+
+
+def stack_service(name: str) -> Container:
+    """A service container of this run's compose stack, through the docker API."""
+    labels = [f"com.docker.compose.project={COMPOSE_PROJECT}", f"com.docker.compose.service={name}"]
+    (container,) = docker.from_env().containers.list(filters={"label": labels})
+    return container
+
+
+def wait_healthy(name: str, timeout: float = 120) -> None:
+    def healthy() -> bool:
+        state = stack_service(name).attrs["State"]
+        return state.get("Health", {}).get("Status") == "healthy"
+
+    wait_for(healthy, f"service {name} to be healthy", timeout, interval=1)

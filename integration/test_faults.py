@@ -1,0 +1,104 @@
+"""Faults of the services around a running cluster: the schedd stops, the gateway restarts.
+
+The stack's own containers are stopped and restarted through the docker
+API. Each test asserts that nothing was lost or left running: results are
+correct afterwards, and no job or scheduler outlives its cluster.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from dask_gateway import GatewayClusterError
+
+from conftest import queue, stack_service, wait_for, wait_healthy
+from htcdaskgateway import HTCondorError
+
+# Bounds for the tests, not promises of speed: a client call with the
+# schedd down must fail within SCHEDD_DOWN_BOUND seconds.
+SCHEDD_DOWN_BOUND = 60
+DEATH_TIMEOUT = 10
+
+
+def pool_command(*command: str) -> str:
+    result = stack_service("pool").exec_run(list(command))
+    assert result.exit_code == 0, result.output.decode()
+    return result.output.decode()
+
+
+def schedd_is_up() -> bool:
+    out = stack_service("pool").exec_run(["condor_status", "-schedd", "-af", "Name"]).output
+    return bool(out.decode().strip())
+
+
+@pytest.fixture
+def schedd_restored():
+    yield
+    if not schedd_is_up():
+        pool_command("condor_on", "-daemon", "schedd")
+    wait_for(schedd_is_up, "the schedd to be back", 60)
+
+
+def test_schedd_stopped_then_back_the_cluster_recovers(new_cluster, schedd_restored, record_figure):
+    cluster = new_cluster()
+    cluster.scale(2)
+    cluster.wait_for_workers(2, timeout=120)
+    client = cluster.get_client()
+
+    pool_command("condor_off", "-daemon", "schedd")
+    wait_for(lambda: not schedd_is_up(), "the schedd to stop", 60)
+
+    started = time.monotonic()
+    with pytest.raises(HTCondorError) as failure:
+        cluster.scale(3)
+    took = time.monotonic() - started
+    assert took < SCHEDD_DOWN_BOUND
+    assert "schedd" in str(failure.value).lower(), failure.value
+    record_figure(f"scale(3) with the schedd down failed after {took:.1f} s: {failure.value}")
+
+    pool_command("condor_on", "-daemon", "schedd")
+    back = time.monotonic()
+    # The scale(3) target holds: the cluster gets its jobs back and a third one.
+    cluster.wait_for_workers(3, timeout=180)
+    record_figure(f"schedd back: 3 workers {time.monotonic() - back:.1f} s later")
+    assert client.submit(sum, range(100)).result() == 4950
+    active = [ad for ad in queue(cluster.name, ["JobStatus"]) if ad["JobStatus"] in (1, 2)]
+    assert len(active) == 3
+
+
+def test_gateway_restart_leaves_no_worker_running(gateway, record_figure):
+    cluster = gateway.new_cluster(htcondor={"worker": {"death-timeout": DEATH_TIMEOUT}})
+    try:
+        cluster.scale(2)
+        cluster.wait_for_workers(2, timeout=120)
+        name = cluster.name
+
+        stack_service("gateway").restart(timeout=10)
+        restarted = time.monotonic()
+        wait_healthy("gateway")
+
+        # The local backend's schedulers die with the gateway: the cluster is
+        # gone, and so must its jobs be, whoever notices first (the owner's
+        # watcher, or each worker's death timeout).
+        wait_for(lambda: not queue(name), f"the jobs of {name} to leave", DEATH_TIMEOUT + 60)
+        record_figure(
+            f"gateway restart: the lost cluster's jobs left the queue "
+            f"{time.monotonic() - restarted:.1f} s after the restart"
+        )
+        assert name not in [c.name for c in gateway.list_clusters()]
+        with pytest.raises((GatewayClusterError, HTCondorError, ValueError, OSError)):
+            cluster.scale(1)
+        assert not queue(name)
+    finally:
+        cluster.close()
+
+    # The restarted gateway serves new clusters.
+    again = gateway.new_cluster()
+    try:
+        again.scale(1)
+        again.wait_for_workers(1, timeout=120)
+        assert again.get_client().submit(pow, 3, 3).result() == 27
+    finally:
+        again.shutdown()
+    wait_for(lambda: not queue(again.name), "the new cluster's jobs to leave", 30)

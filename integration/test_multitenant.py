@@ -1,0 +1,91 @@
+"""Two users, one JupyterHub-authenticated gateway, one pool.
+
+alice works in this process; bob is another Unix user of the same host
+(sudo), with his own JupyterHub token and HTCondor token, using the real
+``htcdaskgateway`` CLI and HTCondor tools. Every one of bob's attempts on
+alice's cluster must fail, and alice's cluster must keep all its workers
+and compute correctly throughout.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import as_user, queue, wait_for
+
+CLI = shutil.which("htcdaskgateway") or "htcdaskgateway"
+
+
+@pytest.fixture
+def alices_cluster(hub_gateway):
+    cluster = hub_gateway.new_cluster()
+    cluster.scale(2)
+    cluster.wait_for_workers(2, timeout=120)
+    yield cluster
+    cluster.shutdown()
+    wait_for(lambda: not queue(cluster.name), "alice's jobs to leave", 30)
+
+
+def running_jobs(name: str) -> list[str]:
+    return sorted(
+        f"{ad['ClusterId']}.{ad['ProcId']}"
+        for ad in queue(name, ["ClusterId", "ProcId", "JobStatus"])
+        if ad["JobStatus"] == 2
+    )
+
+
+def test_another_user_can_neither_see_nor_touch_a_cluster(alices_cluster, hub_gateway):
+    name = alices_cluster.name
+    jobs_before = running_jobs(name)
+    assert len(jobs_before) == 2
+
+    listing = as_user("bob", CLI, "list")
+    assert listing.returncode == 0, listing.stderr
+    assert name not in listing.stdout
+
+    refused = {}
+    for attempt in (["status", name], ["scale", name, "5"], ["shutdown", name]):
+        done = as_user("bob", CLI, *attempt)
+        refused[attempt[0]] = done
+        assert done.returncode != 0, f"bob's `{' '.join(attempt)}` succeeded: {done.stdout}"
+        assert "Traceback" not in done.stderr, done.stderr
+        assert name in done.stderr or "not found" in done.stderr.lower(), done.stderr
+
+    condor_rm = as_user("bob", "condor_rm", "-constraint", f'HTCDaskGatewayCluster == "{name}"')
+    assert condor_rm.returncode != 0, condor_rm.stdout
+
+    cleanup = as_user("bob", CLI, "cleanup")
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert name not in cleanup.stdout, "bob's cleanup judged alice's cluster"
+    assert "0 orphaned jobs removed" in cleanup.stdout
+
+    # alice: nothing lost.
+    assert running_jobs(name) == jobs_before
+    assert [c.name for c in hub_gateway.list_clusters()] == [name]
+    client = alices_cluster.get_client()
+    assert client.submit(sum, range(1000)).result() == 499500
+    assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+
+
+def test_another_users_cluster_is_not_listed_and_own_works(alices_cluster):
+    bobs = as_user(
+        "bob",
+        "python",
+        "-c",
+        "from htcdaskgateway import HTCGateway\n"
+        "with HTCGateway() as g:\n"
+        "    c = g.new_cluster()\n"
+        "    c.scale(1)\n"
+        "    c.wait_for_workers(1, timeout=120)\n"
+        "    print(sorted(r.name for r in g.list_clusters()))\n"
+        "    print(c.get_client().submit(pow, 2, 10).result())\n"
+        "    c.shutdown()\n",
+        timeout=300,
+    )
+    assert bobs.returncode == 0, bobs.stderr
+    listed, result = bobs.stdout.strip().splitlines()[-2:]
+    assert alices_cluster.name not in listed
+    assert result == "1024"
+    assert len(running_jobs(alices_cluster.name)) == 2
