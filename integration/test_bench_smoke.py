@@ -1,0 +1,30 @@
+"""The benchmark in smoke mode (tiny N, one repeat): it runs and its figures make sense."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "run.py", "--smoke", "--out", str(tmp_path)],
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ours/jq" in done.stdout and "proxy/direct" in done.stdout
+    (result_file,) = tmp_path.glob("bench-*.json")
+    results = json.loads(result_file.read_text())
+    for row in results["p1"].values():
+        for contender in ("floor", "ours", "jobqueue"):
+            assert row[contender]["min"] > 0
+    assert results["p3"]["proxy_mb_s"]["median"] > 0
+    assert results["p4"]["ours"]["median"] > 0
+    assert (tmp_path / "workers-over-time.png").stat().st_size > 0
