@@ -53,3 +53,25 @@ def test_credentials_made_private_before_exec(tmp_path, monkeypatch):
         worker.main(["--scheduler-address", "tls://h:1", "--sni", "s", "--name", "n"])
     assert seen["modes"] == [0o600, 0o600]
     assert seen["env"]["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"] == str(tmp_path / "dask.crt")
+
+
+def test_worker_entry_point_does_not_import_the_client():
+    # A worker job pays every import twice (the entry point, then the
+    # `dask worker` it executes): the entry point must stay light.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, htcdaskgateway.worker; "
+        "print(sorted(m for m in ('dask_gateway', 'htcondor2', 'distributed', 'aiohttp') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_names_import_on_first_use():
+    import htcdaskgateway
+
+    assert htcdaskgateway.HTCGateway.__name__ == "HTCGateway"
+    assert set(htcdaskgateway.__all__) <= set(dir(htcdaskgateway))

@@ -1,15 +1,36 @@
-"""Dask Gateway clusters whose workers run as HTCondor jobs."""
+"""Dask Gateway clusters whose workers run as HTCondor jobs.
 
-from . import config  # registers the config defaults before anything reads them
-from .cluster import HTCGatewayCluster
-from .errors import (
-    GatewayAccessError,
-    HTCondorError,
-    ScheddUnavailableError,
-    SettingError,
-    SubmitError,
-)
-from .gateway import HTCGateway
+The public names are imported on first use: a worker job runs
+``htcdaskgateway.worker``, and should not pay for importing the client
+(dask-gateway, HTCondor bindings, aiohttp) before it starts ``dask worker``.
+The config defaults are registered by ``settings``, before any is read.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cluster import HTCGatewayCluster
+    from .errors import (
+        GatewayAccessError,
+        HTCondorError,
+        ScheddUnavailableError,
+        SettingError,
+        SubmitError,
+    )
+    from .gateway import HTCGateway
+
+_MODULE_OF = {
+    "HTCGateway": ".gateway",
+    "HTCGatewayCluster": ".cluster",
+    "GatewayAccessError": ".errors",
+    "HTCondorError": ".errors",
+    "ScheddUnavailableError": ".errors",
+    "SettingError": ".errors",
+    "SubmitError": ".errors",
+}
 
 __all__ = [
     "GatewayAccessError",
@@ -21,4 +42,14 @@ __all__ = [
     "SubmitError",
 ]
 
-del config
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -18,6 +18,7 @@ from typing import Any
 import dask.config
 from dask.utils import parse_bytes
 
+from .config import defaults as shipped_defaults  # importing registers them
 from .errors import SettingError
 
 PREFIX = "gateway.htcondor"
@@ -115,9 +116,7 @@ class HTCondorSettings:
 
 
 def _defaults() -> Mapping[str, Any]:
-    from .config import defaults
-
-    return defaults["gateway"]["htcondor"]
+    return shipped_defaults["gateway"]["htcondor"]
 
 
 def _hyphenate(value: Any) -> Any:
