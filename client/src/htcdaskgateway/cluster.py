@@ -85,12 +85,12 @@ class HTCGatewayCluster(GatewayCluster):
         self._init_internal(name=cluster_name, shutdown_on_close=shutdown_on_close, **kwargs)
         return self
 
-    async def _start_internal(self) -> None:
+    async def _start_internal(self) -> HTCGatewayCluster:
         # The base class builds a plain Gateway for its own use; it must
         # close once and explain refusals before the first request.
         if type(self.gateway) is Gateway:
             self.gateway.__class__ = ClosingOnceGateway
-        await super()._start_internal()
+        return await super()._start_internal()
 
     def _prepare(self, htcondor: Mapping[str, Any] | None) -> None:
         self.htcondor_settings = HTCondorSettings.from_config(htcondor)
