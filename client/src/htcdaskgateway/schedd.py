@@ -44,8 +44,7 @@ class ScheddClient:
     def __init__(self, collector: str | None = None, name: str | None = None) -> None:
         self.collector = collector
         self.name = name
-        self._schedd: htcondor2.Schedd | None = None
-        self._schedd_ad: classad2.ClassAd | None = None
+        self._location: classad2.ClassAd | None = None  # the schedd's ad, from the collector
 
     def __repr__(self) -> str:
         return f"ScheddClient(collector={self.collector!r}, name={self.name!r})"
@@ -61,14 +60,14 @@ class ScheddClient:
                 return func(*args)
             return await future
         except HTCondorError:
-            self._schedd = None
+            self._location = None
             raise
 
     def _collector(self) -> htcondor2.Collector:
         return htcondor2.Collector(self.collector) if self.collector else htcondor2.Collector()
 
     def _locate(self) -> htcondor2.Schedd:
-        if self._schedd is None:
+        if self._location is None:
             where = self.collector or "the collector of the local HTCondor configuration"
             try:
                 ads = self._collector().locateAll(htcondor2.DaemonType.Schedd)
@@ -88,9 +87,9 @@ class ScheddClient:
                     f"{where} knows several schedds ({', '.join(known)}); "
                     "choose one with gateway.htcondor.schedd"
                 )
-            self._schedd = htcondor2.Schedd(ads[0])
-            self._schedd_ad = ads[0]
-        return self._schedd
+            self._location = ads[0]
+        # htcondor2.Schedd holds only the address; each call opens a connection.
+        return htcondor2.Schedd(self._location)
 
     async def own_jobs_constraint(self) -> str:
         """A constraint matching the jobs of the identity this client submits as."""
@@ -99,7 +98,7 @@ class ScheddClient:
     def _own_jobs_constraint(self) -> str:
         self._locate()
         try:
-            reply = htcondor2.ping(self._schedd_ad, "WRITE")  # the schedd's view of who we are
+            reply = htcondor2.ping(self._location, "WRITE")  # the schedd's view of who we are
         except htcondor2.HTCondorException as exc:
             raise ScheddUnavailableError(f"Cannot reach the schedd: {exc}") from None
         identity = reply.get("MyRemoteUserName")
