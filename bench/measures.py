@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 
 import htcondor2
 import numpy as np
+from dask.utils import parse_bytes
 from dask_jobqueue import HTCondorCluster
 from distributed import Client
 
 from htcdaskgateway import HTCGateway, HTCGatewayCluster
 
 POLL = 0.1  # seconds between looks at the queue or the scheduler
+# Job sizes of all three contenders; ours takes them from the analyst
+# container's dask config (docker-compose.yml), which says the same.
 WORKER_MEMORY = "1 GiB"
+WORKER_DISK = "100 MiB"
 JOB_TIMEOUT = 300.0
 
 
@@ -68,8 +72,8 @@ def floor(n: int) -> Run:
             "executable": "/bin/sleep",
             "arguments": "600",
             "request_cpus": "1",
-            "request_memory": "1024",
-            "request_disk": "1048576",
+            "request_memory": str(parse_bytes(WORKER_MEMORY) // 2**20),  # MiB
+            "request_disk": str(parse_bytes(WORKER_DISK) // 1024),  # KiB
             "batch_name": "bench-floor",
             # The execute node has no copy of the submitter's working directory.
             "initialdir": "/tmp",
@@ -112,7 +116,7 @@ def jobqueue(**extra_directives: str) -> Iterator[tuple[HTCondorCluster, str]]:
     cluster = HTCondorCluster(
         cores=1,
         memory=WORKER_MEMORY,
-        disk="1 GiB",
+        disk=WORKER_DISK,
         # The same worker process as ours: no nanny, loopback, same Python.
         nanny=False,
         scheduler_options={"host": "127.0.0.1", "dashboard_address": None},
