@@ -13,7 +13,7 @@
 # rebuilds the tools image from scratch (what a fresh machine does).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-# Exported: docker build takes the tool versions from the environment.
+# Exported: the image build takes the tool versions from the environment.
 set -a
 # shellcheck source=../../pins/versions.env
 . pins/versions.env
