@@ -41,6 +41,7 @@ def test_jobs_leave_the_queue_and_die_promptly():
     description = describe(worker={"kill-timeout": 7})
     assert description["leave_in_queue"] == "false"
     assert description["job_max_vacate_time"] == "7"
+    assert description["kill_sig"] == "SIGKILL"
 
 
 def test_resources_in_condor_units():

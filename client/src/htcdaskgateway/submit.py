@@ -65,8 +65,13 @@ def worker_job_description(
         # Spooled (remote) submissions otherwise stay in the queue after they
         # end, waiting for their output to be fetched; workers have none.
         "leave_in_queue": "false",
-        # A worker asked to stop while it is still registering can hang in
-        # its graceful close; bound the wait before HTCondor kills it.
+        # A removed job's worker is killed outright. Its data has already
+        # moved: the client retires workers through the scheduler before it
+        # removes their jobs, and at shutdown the data is not needed. dask's
+        # own SIGTERM handling adds nothing and can hang until the vacate
+        # time runs out (measured: 5 of 10 workers killed only after 10 s).
+        "kill_sig": "SIGKILL",
+        # Bounds the wait if extra-directives choose a catchable kill_sig.
         "job_max_vacate_time": str(worker.kill_timeout),
         "transfer_input_files": ",".join(str(p) for p in credential_files),
         "request_cpus": str(worker.cores),
