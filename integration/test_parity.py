@@ -35,8 +35,11 @@ def test_async_api_end_to_end(stack_ready):
     assert total == 45
     assert len(jobs) == 2
     wait_for(lambda: not queue(name), "leaving `async with` to remove the jobs", 30)
+    # The gateway stops a scheduler in the background after the DELETE returns.
     with HTCGateway() as gateway:
-        assert gateway.get_cluster(name).status is ClusterStatus.STOPPED
+        wait_for(
+            lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED, "a stopped cluster", 30
+        )
 
 
 def test_close_keeps_the_cluster_shutdown_ends_it(gateway):
@@ -69,7 +72,9 @@ def test_close_keeps_the_cluster_shutdown_ends_it(gateway):
     again.shutdown()
     again.shutdown()  # idempotent
     wait_for(lambda: not queue(name), "shutdown() to remove the job", 30)
-    assert gateway.get_cluster(name).status is ClusterStatus.STOPPED
+    wait_for(
+        lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED, "a stopped cluster", 30
+    )
 
     with gateway.new_cluster() as owned:
         owned.scale(1)
