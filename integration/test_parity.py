@@ -38,7 +38,9 @@ def test_async_api_end_to_end(stack_ready):
     # The gateway stops a scheduler in the background after the DELETE returns.
     with HTCGateway() as gateway:
         wait_for(
-            lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED, "a stopped cluster", 30
+            lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED,
+            "a stopped cluster",
+            30,
         )
 
 
