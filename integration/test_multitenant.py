@@ -9,11 +9,16 @@ and compute correctly throughout.
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
+import subprocess
 
 import pytest
+from dask_gateway.auth import JupyterHubAuth
 
-from conftest import as_user, queue, wait_for
+from conftest import as_user, hub_env, queue, wait_for
+from htcdaskgateway import GatewayAccessError, HTCGateway
 
 CLI = shutil.which("htcdaskgateway") or "htcdaskgateway"
 
@@ -89,3 +94,23 @@ def test_another_users_cluster_is_not_listed_and_own_works(alices_cluster):
     assert alices_cluster.name not in listed
     assert result == "1024"
     assert len(running_jobs(alices_cluster.name)) == 2
+
+
+def test_a_token_the_hub_does_not_know_is_refused_with_the_reason(stack_ready):
+    # JupyterHub answers an unknown token with 403 and the gateway turns that
+    # into a 500; analysts must still read that their token is the problem.
+    env = {**hub_env("alice"), "JUPYTERHUB_API_TOKEN": secrets.token_hex(16)}
+    listing = subprocess.run(
+        [CLI, "list"], env=env, capture_output=True, text=True, timeout=60, cwd="/tmp"
+    )
+    assert listing.returncode != 0, listing.stdout
+    assert "Traceback" not in listing.stderr, listing.stderr
+    assert "JupyterHub refused it" in listing.stderr, listing.stderr
+
+    stranger = JupyterHubAuth(api_token=secrets.token_hex(16))
+    refusal = "could not verify your JupyterHub API token"
+    with (
+        HTCGateway(address=os.environ["HUB_GATEWAY_ADDRESS"], auth=stranger) as gateway,
+        pytest.raises(GatewayAccessError, match=refusal),
+    ):
+        gateway.new_cluster()

@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 from dask_gateway import Gateway
+from dask_gateway.client import GatewayServerError
 
 from .errors import GatewayAccessError
 
@@ -36,6 +37,16 @@ class ClosingOnceGateway(Gateway):
         # whose message names neither the cause nor the cluster.
         try:
             return await super()._request(method, url, json=json)
+        except GatewayServerError as exc:
+            # JupyterHub answers an unknown token with 403, which the gateway's
+            # JupyterHubAuthenticator turns into this 500 rather than a 401.
+            if "verifying user's JupyterHub API token" in str(exc):
+                raise GatewayAccessError(
+                    f"The gateway at {self.address} could not verify your JupyterHub API "
+                    "token: JupyterHub refused it. Use a current token of your own "
+                    "(JUPYTERHUB_API_TOKEN in a hub session)"
+                ) from None
+            raise
         except aiohttp.ClientResponseError as exc:
             if exc.status == 401:
                 raise GatewayAccessError(
