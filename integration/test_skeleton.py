@@ -44,7 +44,12 @@ def test_scale_two_workers_tied_to_jobs_and_compute(new_cluster, record_figure):
     record_figure(f"scale(2) -> 2 connected workers: {time.monotonic() - started:.2f} s")
 
     jobs = wait_for(lambda: running_job_ids(cluster.name), "2 running jobs", 30)
-    assert len(queue(cluster.name)) == 2
+    ads = queue(cluster.name, ["TransferOutput", "WhenToTransferOutput"])
+    assert len(ads) == 2
+    # The schedd's copy says nothing comes back from the sandbox (no spill
+    # files to the spool, no output-catalog pause before the worker starts).
+    assert all(ad["TransferOutput"] == "" for ad in ads), ads
+    assert {ad["WhenToTransferOutput"] for ad in ads} == {"ON_EXIT"}, ads
     names = worker_names(client)
     assert names == {f"htc-{job_id}" for job_id in jobs}, "each worker is named after its job"
 

@@ -37,6 +37,12 @@ def test_credentials_travel_as_files_only():
     assert "environment" not in description
 
 
+def test_nothing_is_transferred_back():
+    description = describe()
+    assert description["transfer_output_files"] == '""'
+    assert description["when_to_transfer_output"] == "ON_EXIT"
+
+
 def test_jobs_leave_the_queue_and_die_promptly():
     description = describe(worker={"kill-timeout": 7})
     assert description["leave_in_queue"] == "false"

@@ -61,7 +61,13 @@ def worker_job_description(
         "transfer_executable": "false",
         "arguments": quote_arguments(arguments),
         "should_transfer_files": "YES",
-        "when_to_transfer_output": "ON_EXIT_OR_EVICT",
+        # Nothing comes back: a worker's sandbox holds only its credentials
+        # and dask's spill files. Naming no output files also spares every
+        # job the starter's 1 s pause after input transfer, which it takes
+        # only to tell changed output files apart by their mtimes (measured:
+        # job running to worker connected 1.35 s -> 0.35 s).
+        "transfer_output_files": '""',
+        "when_to_transfer_output": "ON_EXIT",
         # Spooled (remote) submissions otherwise stay in the queue after they
         # end, waiting for their output to be fetched; workers have none.
         "leave_in_queue": "false",
