@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 
+import htcondor2
 import pytest
 
+from conftest import queue, wait_for
 from htcdaskgateway import HTCGateway, HTCondorError
+from htcdaskgateway.naming import CLUSTER_ATTRIBUTE
 
 
 def test_waits_until_workers_join(new_cluster, capfd):
@@ -64,3 +68,60 @@ def test_bad_count_is_refused(new_cluster):
     cluster = new_cluster()
     with pytest.raises(TypeError, match="whole number"):
         cluster.wait_for_workers("2")
+
+
+def submitted_jobs(cluster_name: str) -> set[str]:
+    """Every job the cluster ever had: still queued or in the schedd's history."""
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    constraint = f'{CLUSTER_ATTRIBUTE} == "{cluster_name}"'
+    ads = schedd.history(constraint, projection=["ClusterId", "ProcId"])
+    ads += queue(cluster_name, ["ClusterId", "ProcId"])
+    return {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in ads}
+
+
+def test_workers_that_cannot_reach_the_scheduler_end_the_wait_with_why(gateway, record_figure):
+    # Nothing listens on loopback port 9: each worker gives up after its
+    # death timeout and its job ends with exit code 1.
+    nowhere = "tls://127.0.0.1:9"
+    lost = HTCGateway(htcondor={"scheduler-address": nowhere, "worker": {"death-timeout": 5}})
+    cluster = lost.new_cluster()
+    try:
+        cluster.scale(1)
+        started = time.monotonic()
+        with pytest.raises(HTCondorError) as raised:
+            cluster.wait_for_workers(1, timeout=120)
+        message = str(raised.value)
+        assert re.search(r"job \d+\.0 exited with code 1 after \d+ s", message), message
+        assert f"could not reach the scheduler at {nowhere}" in message, message
+        assert "gateway.htcondor.scheduler-address" in message, message
+        record_figure(
+            "worker that cannot reach its scheduler (death timeout 5 s) reported by "
+            f"wait_for_workers after {time.monotonic() - started:.1f} s"
+        )
+    finally:
+        cluster.shutdown()
+        lost.close()
+
+
+def test_workers_that_keep_failing_are_not_resubmitted_forever(gateway, record_figure):
+    # A worker environment whose entry point fails at once: every job exits 1.
+    broken = HTCGateway(htcondor={"watch-interval": 1, "worker": {"executable": "/bin/false"}})
+    cluster = broken.new_cluster()
+    try:
+        cluster.scale(2)
+        with pytest.raises(HTCondorError, match=r"in a row ended without serving.*code 1"):
+            cluster.wait_for_workers(2, timeout=120)
+        # The target holds, but replacement pauses after 3 failures in a row:
+        # at most 2 + 2 jobs, whatever order the failures are noticed in.
+        wait_for(lambda: not queue(cluster.name), "the failing jobs to end", 60)
+        time.sleep(5)  # five watch periods in which nothing may be submitted
+        tried = submitted_jobs(cluster.name)
+        assert 3 <= len(tried) <= 4, tried
+        assert not queue(cluster.name)
+        record_figure(f"worker jobs that exit at once: {len(tried)} submitted, then paused")
+
+        cluster.scale(2)  # asked again: one more round is tried
+        wait_for(lambda: len(submitted_jobs(cluster.name)) > len(tried), "a new round", 30)
+    finally:
+        cluster.shutdown()
+        broken.close()

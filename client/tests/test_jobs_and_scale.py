@@ -4,7 +4,7 @@ import pytest
 from dask_gateway import GatewayClusterError
 
 from htcdaskgateway.cluster import HTCGatewayCluster, _worker_count
-from htcdaskgateway.jobs import JobStatus, WorkerJob, count_by_status, removal_order
+from htcdaskgateway.jobs import EndedJob, JobStatus, WorkerJob, count_by_status, removal_order
 
 
 def test_removal_order_idle_then_held_then_newest_running():
@@ -16,6 +16,29 @@ def test_removal_order_idle_then_held_then_newest_running():
         WorkerJob("7.10", JobStatus.RUNNING),
     ]
     assert [j.job_id for j in removal_order(jobs)] == ["7.1", "7.2", "8.0", "7.10", "7.0"]
+
+
+@pytest.mark.parametrize(
+    ("job", "joined", "failed", "text"),
+    [
+        (EndedJob("9.0", JobStatus.COMPLETED, 1, None, 61.0), False, True,
+         "job 9.0 exited with code 1 after 61 s"),
+        (EndedJob("9.1", JobStatus.COMPLETED, 0, None, 300.0), True, False,
+         "job 9.1 exited with code 0 after 300 s"),
+        (EndedJob("9.2", JobStatus.COMPLETED, 0, None, 2.0), False, True,
+         "job 9.2 exited with code 0 after 2 s"),
+        (EndedJob("9.3", JobStatus.COMPLETED, None, 11, None), True, True,
+         "job 9.3 was killed by signal 11"),
+        (EndedJob("9.4", JobStatus.REMOVED, None, None, 5.0), False, False,
+         "job 9.4 was removed after 5 s"),
+    ],
+)  # fmt: skip
+def test_ended_jobs_that_count_as_failures(job, joined, failed, text):
+    # A job fails when it ends on its own without serving: its worker never
+    # joined, or it crashed. Removed jobs and clean exits of joined workers
+    # (lifetime, scheduler gone) do not.
+    assert job.failed(worker_joined=joined) is failed
+    assert job.describe() == text
 
 
 def test_active_states():

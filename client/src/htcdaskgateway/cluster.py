@@ -23,7 +23,7 @@ from .adaptive import HTCondorAdaptive
 from .compat import ClosingOnceGateway
 from .credentials import check_credentials, staged_credentials
 from .errors import HTCondorError
-from .jobs import JobStatus, WorkerJob, count_by_status, removal_order
+from .jobs import EndedJob, JobStatus, WorkerJob, count_by_status, removal_order
 from .naming import (
     CLUSTER_ATTRIBUTE,
     LEASE_ATTRIBUTE,
@@ -42,6 +42,13 @@ logger = logging.getLogger(__name__)
 # submission for IDLE_REASON_TTL seconds.
 IDLE_EXPLAIN_AFTER = 5.0
 IDLE_REASON_TTL = 60.0
+# Jobs that end on their own without a worker joining are replaced, but
+# after this many in a row the cluster stops submitting until the next
+# scale() or adapt(): a worker that cannot start would otherwise be
+# resubmitted forever. wait_for_workers gives up at the same count.
+FAILURES_BEFORE_PAUSE = 3
+# Seconds to keep looking for a vanished job in the schedd's history.
+HISTORY_WAIT = 60.0
 
 
 class HTCGatewayCluster(GatewayCluster):
@@ -107,6 +114,11 @@ class HTCGatewayCluster(GatewayCluster):
         self._job_table: list[WorkerJob] = []
         self._idle_since: dict[str, float] = {}
         self._idle_reasons: dict[str, tuple[float, str]] = {}  # ClusterId -> (when, why)
+        self._last_seen: dict[str, float] = {}  # job id -> epoch second last seen queued
+        self._removed_here: set[str] = set()
+        self._joined_jobs: set[str] = set()  # jobs whose worker has joined the scheduler
+        self._failures: list[EndedJob] = []  # newest last
+        self._failures_in_a_row = 0
 
     def __repr__(self) -> str:
         counts = count_by_status(self._job_table)
@@ -185,6 +197,7 @@ class HTCGatewayCluster(GatewayCluster):
 
     async def _scale(self, n: int) -> None:
         await self._take_control()
+        self._failures_in_a_row = 0
         self._adaptive = None
         self._target = n
         async with self._scale_lock:
@@ -236,6 +249,7 @@ class HTCGatewayCluster(GatewayCluster):
 
     async def _adapt(self, adaptive: HTCondorAdaptive | None) -> None:
         await self._take_control()
+        self._failures_in_a_row = 0
         self._target = None
         self._adaptive = adaptive
         if adaptive is not None:
@@ -251,6 +265,8 @@ class HTCGatewayCluster(GatewayCluster):
     async def _reconcile(self, n: int, jobs: list[WorkerJob] | None = None) -> None:
         active = await self._active_jobs() if jobs is None else jobs
         if n > len(active):
+            if self._failures_in_a_row >= FAILURES_BEFORE_PAUSE:
+                return  # reported when the last failure was noticed
             await self._submit_workers(n - len(active))
         elif n < len(active):
             victims = await self._choose_removals(active, len(active) - n)
@@ -279,6 +295,7 @@ class HTCGatewayCluster(GatewayCluster):
         names = [worker_name(job_id) for job_id in job_ids if worker_name(job_id) in joined]
         if names:
             await self.scheduler_comm.retire_workers(names=names, close_workers=True, remove=True)
+        self._removed_here.update(job_ids)
         await self.schedd.remove(list(job_ids), reason)
 
     async def _submit_workers(self, count: int) -> list[str]:
@@ -294,6 +311,8 @@ class HTCGatewayCluster(GatewayCluster):
             )  # fmt: skip
             job_ids = await self.schedd.submit(description, count)
         logger.info("Submitted %d worker jobs for %s: %s", count, self.name, job_ids)
+        # Watched from now on, so a job that fails before the next look is noticed.
+        self._last_seen.update(dict.fromkeys(job_ids, time.time()))
         return job_ids
 
     # -- watching the jobs -------------------------------------------------
@@ -332,6 +351,7 @@ class HTCGatewayCluster(GatewayCluster):
         # One lock from query to action: a scale() in between would make the
         # job list stale and the jobs it submitted be submitted again.
         async with self._scale_lock:
+            await self._joined_workers()  # which jobs' workers joined, before any job ends
             active = await self._active_jobs()
             await self._explain_idle_jobs(active)
             self._refresh_widget()
@@ -387,7 +407,69 @@ class HTCGatewayCluster(GatewayCluster):
     async def _active_jobs(self) -> list[WorkerJob]:
         jobs = [job for job in await self._jobs() if job.status.is_active]
         self._job_table = jobs
+        await self._notice_ended_jobs(jobs)
         return jobs
+
+    async def _notice_ended_jobs(self, active: list[WorkerJob]) -> None:
+        """Find out how jobs that left the queue unasked ended; count failures."""
+        now = time.time()
+        self._last_seen.update(dict.fromkeys((job.job_id for job in active), now))
+        gone = [job_id for job_id in self._last_seen if job_id not in {j.job_id for j in active}]
+        for job_id in [job_id for job_id in gone if job_id in self._removed_here]:
+            self._removed_here.discard(job_id)
+            self._last_seen.pop(job_id, None)
+        gone = [job_id for job_id in gone if job_id in self._last_seen]
+        if not gone:
+            return
+        # The history scan stops at jobs that left well before these were last seen.
+        not_before = int(min(self._last_seen[job_id] for job_id in gone) - HISTORY_WAIT)
+        try:
+            ended = await self.schedd.ended(gone, not_before)
+        except HTCondorError:
+            logger.warning("Could not learn how jobs %s of %s ended", gone, self.name)
+            ended = []
+        for job in ended:
+            if self._last_seen.pop(job.job_id, None) is None:
+                continue  # another task of this object got there first
+            if job.failed(worker_joined=job.job_id in self._joined_jobs):
+                self._record_failure(job)
+        for job_id in gone:  # never recorded (history off, or another schedd)
+            if now - self._last_seen.get(job_id, now) > HISTORY_WAIT:
+                self._last_seen.pop(job_id, None)
+
+    def _record_failure(self, job: EndedJob) -> None:
+        self._failures = [*self._failures[-(FAILURES_BEFORE_PAUSE * 3) :], job]
+        self._failures_in_a_row += 1
+        logger.warning("%s: %s", self.name, self._failure_message(job))
+        if self._failures_in_a_row == FAILURES_BEFORE_PAUSE and (
+            self._target is not None or self._adaptive is not None
+        ):
+            logger.error(
+                "%s: %d worker jobs in a row ended without serving; no more are submitted "
+                "until scale() or adapt() is called again",
+                self.name,
+                self._failures_in_a_row,
+            )
+
+    def _failure_message(self, job: EndedJob) -> str:
+        joined = job.job_id in self._joined_jobs
+        death_timeout = self.htcondor_settings.worker.death_timeout
+        if joined:
+            why = "its worker had joined and then crashed"
+        elif job.run_seconds is not None and job.run_seconds >= 0.8 * death_timeout:
+            why = (
+                f"its worker could not reach the scheduler at {self.worker_scheduler_address} "
+                f"within the death timeout ({death_timeout:g} s): check "
+                "gateway.htcondor.scheduler-address and that execute nodes can reach the "
+                "gateway's proxy"
+            )
+        else:
+            why = (
+                "its worker stopped before joining: check that the worker environment "
+                "(gateway.htcondor.worker.executable, image) can run htcdaskgateway-worker "
+                "with this cluster's dask version"
+            )
+        return f"{job.describe()}; {why}"
 
     async def _jobs(self) -> list[WorkerJob]:
         return await self.schedd.jobs(self._job_constraint)
@@ -400,7 +482,12 @@ class HTCGatewayCluster(GatewayCluster):
         # Asked of the scheduler itself: the worker-status subscription that
         # fills scheduler_info is not a reliable count once clients attach.
         identity = await self.scheduler_comm.identity(n_workers=-1)
-        return {str(info.get("name")) for info in identity.get("workers", {}).values()}
+        names = {str(info.get("name")) for info in identity.get("workers", {}).values()}
+        joined_jobs = {job_id_of_worker(name) for name in names} - {None}
+        if joined_jobs - self._joined_jobs:
+            self._failures_in_a_row = 0  # a worker joined: the jobs can work
+            self._joined_jobs |= joined_jobs  # type: ignore[arg-type]
+        return names
 
     # -- visibility ------------------------------------------------------------
 
@@ -474,10 +561,12 @@ class HTCGatewayCluster(GatewayCluster):
         """Wait until ``n`` workers have joined, showing the jobs' progress.
 
         Stops early with an ``HTCondorError`` carrying the hold reason when
-        one of the cluster's jobs is held (it would never start), and with a
-        ``TimeoutError`` describing the jobs, and why idle ones wait, after
-        ``timeout`` seconds. While the schedd cannot be reached it keeps
-        waiting (a restarting schedd comes back) and shows why.
+        one of the cluster's jobs is held (it would never start), or how the
+        jobs ended when they keep ending without their worker joining (as
+        many as ``n``, at most 3 in a row), and with a ``TimeoutError``
+        describing the jobs, and why idle ones wait, after ``timeout``
+        seconds. While the schedd cannot be reached it keeps waiting (a
+        restarting schedd comes back) and shows why.
         """
         n = _worker_count(n, "wait_for_workers()")
         return self.gateway.sync(self._wait_for_workers, n, timeout)
@@ -499,6 +588,9 @@ class HTCGatewayCluster(GatewayCluster):
                     jobs, state = [], f"HTCondor unavailable: {exc}"
                 else:
                     state = self._jobs_state(jobs)
+                failures = self._failures_in_a_row
+                if failures:
+                    state += f"; {failures} ended without serving ({self._failures[-1].describe()})"
                 progress.show(f"{joined}/{n} workers; {state}")
                 if joined >= n:
                     return
@@ -507,6 +599,11 @@ class HTCGatewayCluster(GatewayCluster):
                     raise HTCondorError(
                         f"{len(held)} worker job(s) of {self.name} are held and will not start; "
                         f"job {held[0].job_id}: {held[0].hold_reason}"
+                    )
+                if failures and failures >= min(n, FAILURES_BEFORE_PAUSE):
+                    raise HTCondorError(
+                        f"{failures} worker job(s) of {self.name} in a row ended without "
+                        f"serving; {self._failure_message(self._failures[-1])}"
                     )
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(

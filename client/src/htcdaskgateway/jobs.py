@@ -43,6 +43,34 @@ class WorkerJob:
 SPOOLING_INPUT = 16
 
 
+@dataclass(frozen=True)
+class EndedJob:
+    """A job that left the queue, as the schedd's history recorded it."""
+
+    job_id: str
+    status: JobStatus  # COMPLETED (ended on its own) or REMOVED
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    run_seconds: float | None = None
+
+    def describe(self) -> str:
+        """What happened, e.g. "job 12.0 exited with code 1 after 61 s"."""
+        if self.status is JobStatus.REMOVED:
+            how = "was removed"
+        elif self.exit_signal is not None:
+            how = f"was killed by signal {self.exit_signal}"
+        else:
+            how = f"exited with code {self.exit_code}"
+        after = f" after {self.run_seconds:.0f} s" if self.run_seconds is not None else ""
+        return f"job {self.job_id} {how}{after}"
+
+    def failed(self, worker_joined: bool) -> bool:
+        """Ended on its own without serving: its worker never joined, or it crashed."""
+        if self.status is not JobStatus.COMPLETED:
+            return False
+        return not worker_joined or self.exit_signal is not None or self.exit_code != 0
+
+
 def count_by_status(jobs: list[WorkerJob]) -> dict[str, int]:
     """Idle, running and held counts, for tables and reports."""
     counts = {"idle": 0, "running": 0, "held": 0}

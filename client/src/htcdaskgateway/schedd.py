@@ -16,7 +16,7 @@ import classad2
 import htcondor2
 
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
-from .jobs import JobStatus, WorkerJob
+from .jobs import EndedJob, JobStatus, WorkerJob
 from .naming import CLUSTER_ATTRIBUTE, USER_ATTRIBUTE
 
 T = TypeVar("T")
@@ -24,6 +24,10 @@ T = TypeVar("T")
 _PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode", "LastRejMatchReason",
     CLUSTER_ATTRIBUTE, USER_ATTRIBUTE,
+]  # fmt: skip
+_HISTORY_PROJECTION = [
+    "ClusterId", "ProcId", "JobStatus", "ExitCode", "ExitBySignal", "ExitSignal",
+    "JobCurrentStartDate", "EnteredCurrentStatus",
 ]  # fmt: skip
 # Every job of every gateway cluster, whichever cluster it belongs to.
 ANY_CLUSTER = f"{CLUSTER_ATTRIBUTE} =!= undefined"
@@ -153,6 +157,48 @@ class ScheddClient:
             )
             for ad in ads
         ]
+
+    async def ended(self, job_ids: list[str], not_before: int) -> list[EndedJob]:
+        """How the given jobs ended, for those the schedd's history has recorded.
+
+        ``not_before`` (epoch seconds) bounds the scan: the history is read
+        from its newest record back to the first that left before then.
+        """
+        return await self._call(self._ended, list(job_ids), not_before)
+
+    def _ended(self, job_ids: list[str], not_before: int) -> list[EndedJob]:
+        wanted = set(job_ids)
+        clusters = sorted({job_id.split(".")[0] for job_id in wanted})
+        constraint = " || ".join(f"ClusterId == {int(cluster)}" for cluster in clusters)
+        try:
+            ads = self._locate().history(
+                constraint or "false",
+                projection=_HISTORY_PROJECTION,
+                since=f"EnteredCurrentStatus < {int(not_before)}",
+            )
+        except htcondor2.HTCondorException as exc:
+            raise HTCondorError(f"Could not read the schedd's job history: {exc}") from None
+        ended = []
+        for ad in ads:
+            job_id = f"{ad['ClusterId']}.{ad['ProcId']}"
+            if job_id not in wanted:
+                continue
+            started, finished = ad.get("JobCurrentStartDate"), ad.get("EnteredCurrentStatus")
+            by_signal = ad.get("ExitBySignal") is True
+            ended.append(
+                EndedJob(
+                    job_id=job_id,
+                    status=JobStatus(ad["JobStatus"]),
+                    exit_code=None if by_signal else _int_or_none(ad.get("ExitCode")),
+                    exit_signal=_int_or_none(ad.get("ExitSignal")) if by_signal else None,
+                    run_seconds=(
+                        float(finished - started)
+                        if _int_or_none(started) and _int_or_none(finished)
+                        else None
+                    ),
+                )
+            )
+        return ended
 
     async def edit(self, constraint: str, attribute: str, value: str) -> None:
         """Set ``attribute`` to the ClassAd expression ``value`` on matching jobs."""
