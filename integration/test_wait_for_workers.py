@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 
 import htcondor2
@@ -119,6 +120,12 @@ def test_workers_that_keep_failing_are_not_resubmitted_forever(gateway, record_f
         assert 3 <= len(tried) <= 4, tried
         assert not queue(cluster.name)
         record_figure(f"worker jobs that exit at once: {len(tried)} submitted, then paused")
+        status = subprocess.run(
+            ["htcdaskgateway", "status", cluster.name], capture_output=True, text=True, timeout=60
+        )
+        assert status.returncode == 0, status.stderr
+        ended = re.findall(r"job (\d+\.\d+) exited with code 1 after \d+ s", status.stdout)
+        assert set(ended) == tried, status.stdout
 
         cluster.scale(2)  # asked again: one more round is tried
         wait_for(lambda: len(submitted_jobs(cluster.name)) > len(tried), "a new round", 30)

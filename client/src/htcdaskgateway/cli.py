@@ -6,12 +6,19 @@ Uses the same dask config as ``HTCGateway()`` (gateway address, auth,
 
 from __future__ import annotations
 
+import time
+
 import click
 from dask_gateway import GatewayClusterError
 
 from .errors import HTCondorError, SettingError
 from .gateway import HTCGateway
 from .jobs import JobStatus, WorkerJob, count_by_status
+from .naming import CLUSTER_ATTRIBUTE, checked_cluster_name
+
+# `status` shows at most this many of a cluster's jobs that ended this recently.
+ENDED_SHOWN = 5
+RECENT = 3600
 
 
 def _counts(jobs: list[WorkerJob]) -> str:
@@ -48,6 +55,12 @@ def status(name: str) -> None:
             submission = job.job_id.split(".")[0]
             if job.status is JobStatus.IDLE and submission not in idle_reasons:
                 idle_reasons[submission] = gateway.sync(gateway.schedd.explain_idle, job.job_id)
+        ended = gateway.sync(
+            gateway.schedd.history,
+            f'{CLUSTER_ATTRIBUTE} == "{checked_cluster_name(name)}"',
+            time.time() - RECENT,
+            ENDED_SHOWN,
+        )
     click.echo(f"cluster {name}: {report.status.name}")
     click.echo(f"jobs: idle/running/held {_counts(jobs)}")
     for job in jobs:
@@ -57,6 +70,10 @@ def status(name: str) -> None:
         click.echo(
             f"  {job.job_id:<12} {job.status.name.lower()}" + (f"  ({reason})" if reason else "")
         )
+    if ended:
+        click.echo(f"ended in the last {RECENT // 60} minutes (newest first):")
+        for done in ended:
+            click.echo(f"  {done.describe()}")
 
 
 @main.command()

@@ -164,41 +164,27 @@ class ScheddClient:
         ``not_before`` (epoch seconds) bounds the scan: the history is read
         from its newest record back to the first that left before then.
         """
-        return await self._call(self._ended, list(job_ids), not_before)
-
-    def _ended(self, job_ids: list[str], not_before: int) -> list[EndedJob]:
         wanted = set(job_ids)
-        clusters = sorted({job_id.split(".")[0] for job_id in wanted})
-        constraint = " || ".join(f"ClusterId == {int(cluster)}" for cluster in clusters)
+        clusters = sorted({int(job_id.split(".")[0]) for job_id in wanted})
+        constraint = " || ".join(f"ClusterId == {cluster}" for cluster in clusters) or "false"
+        ended = await self.history(constraint, not_before)
+        return [job for job in ended if job.job_id in wanted]
+
+    async def history(self, constraint: str, not_before: int, limit: int = -1) -> list[EndedJob]:
+        """Jobs matching ``constraint`` that left the queue since ``not_before``, newest first."""
+        return await self._call(self._history, constraint, int(not_before), limit)
+
+    def _history(self, constraint: str, not_before: int, limit: int) -> list[EndedJob]:
         try:
             ads = self._locate().history(
-                constraint or "false",
+                constraint,
                 projection=_HISTORY_PROJECTION,
-                since=f"EnteredCurrentStatus < {int(not_before)}",
+                match=limit,
+                since=f"EnteredCurrentStatus < {not_before}",
             )
         except htcondor2.HTCondorException as exc:
             raise HTCondorError(f"Could not read the schedd's job history: {exc}") from None
-        ended = []
-        for ad in ads:
-            job_id = f"{ad['ClusterId']}.{ad['ProcId']}"
-            if job_id not in wanted:
-                continue
-            started, finished = ad.get("JobCurrentStartDate"), ad.get("EnteredCurrentStatus")
-            by_signal = ad.get("ExitBySignal") is True
-            ended.append(
-                EndedJob(
-                    job_id=job_id,
-                    status=JobStatus(ad["JobStatus"]),
-                    exit_code=None if by_signal else _int_or_none(ad.get("ExitCode")),
-                    exit_signal=_int_or_none(ad.get("ExitSignal")) if by_signal else None,
-                    run_seconds=(
-                        float(finished - started)
-                        if _int_or_none(started) and _int_or_none(finished)
-                        else None
-                    ),
-                )
-            )
-        return ended
+        return [_ended_job(ad) for ad in ads]
 
     async def edit(self, constraint: str, attribute: str, value: str) -> None:
         """Set ``attribute`` to the ClassAd expression ``value`` on matching jobs."""
@@ -245,6 +231,19 @@ class ScheddClient:
         except htcondor2.HTCondorException as exc:
             raise HTCondorError(f"Could not remove worker jobs: {exc}") from None
         return int(result.get("TotalSuccess", 0))
+
+
+def _ended_job(ad: Any) -> EndedJob:
+    started, finished = ad.get("JobCurrentStartDate"), ad.get("EnteredCurrentStatus")
+    by_signal = ad.get("ExitBySignal") is True
+    ran = _int_or_none(started) and _int_or_none(finished)
+    return EndedJob(
+        job_id=f"{ad['ClusterId']}.{ad['ProcId']}",
+        status=JobStatus(ad["JobStatus"]),
+        exit_code=None if by_signal else _int_or_none(ad.get("ExitCode")),
+        exit_signal=_int_or_none(ad.get("ExitSignal")) if by_signal else None,
+        run_seconds=float(finished - started) if ran else None,
+    )
 
 
 def _whole_slots(slots: list[Any]) -> list[Any]:
