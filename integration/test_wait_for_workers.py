@@ -112,6 +112,8 @@ def test_workers_that_keep_failing_are_not_resubmitted_forever(gateway, record_f
         cluster.scale(2)
         with pytest.raises(HTCondorError, match=r"in a row ended without serving.*code 1"):
             cluster.wait_for_workers(2, timeout=120)
+        assert "ended without serving" in cluster._widget_status()
+        assert "exited with code 1" in cluster._repr_html_()
         # The target holds, but replacement pauses after 3 failures in a row:
         # at most 2 + 2 jobs, whatever order the failures are noticed in.
         wait_for(lambda: not queue(cluster.name), "the failing jobs to end", 60)

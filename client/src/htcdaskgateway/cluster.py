@@ -536,6 +536,12 @@ class HTCGatewayCluster(GatewayCluster):
             for row in self.job_table()
             if row["status"] != "running"
         )
+        failing = ""
+        if self._failures_in_a_row:
+            failing = (
+                f"<p><b>{self._failures_in_a_row} job(s) in a row ended without serving:</b> "
+                f"{html.escape(self._failure_message(self._failures[-1]))}</p>"
+            )
         return (
             f"<p><b>HTCondor jobs:</b> idle {counts['idle']}, running {counts['running']}, "
             f"held {counts['held']}</p>"
@@ -544,6 +550,7 @@ class HTCGatewayCluster(GatewayCluster):
                 if rows
                 else ""
             )
+            + failing
         )
 
     def _widget_status(self) -> str:
