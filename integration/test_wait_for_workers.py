@@ -11,6 +11,7 @@ import pytest
 
 from conftest import queue, wait_for
 from htcdaskgateway import HTCGateway, HTCondorError
+from htcdaskgateway.cluster import FAILURES_BEFORE_PAUSE
 from htcdaskgateway.naming import CLUSTER_ATTRIBUTE
 
 
@@ -75,8 +76,9 @@ def submitted_jobs(cluster_name: str) -> set[str]:
     """Every job the cluster ever had: still queued or in the schedd's history."""
     schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
     constraint = f'{CLUSTER_ATTRIBUTE} == "{cluster_name}"'
-    ads = schedd.history(constraint, projection=["ClusterId", "ProcId"])
-    ads += queue(cluster_name, ["ClusterId", "ProcId"])
+    # Queue first: a job that leaves in between is then found in the history.
+    ads = queue(cluster_name, ["ClusterId", "ProcId"])
+    ads += schedd.history(constraint, projection=["ClusterId", "ProcId"])
     return {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in ads}
 
 
@@ -116,9 +118,14 @@ def test_workers_that_keep_failing_are_not_resubmitted_forever(gateway, record_f
         assert "exited with code 1" in cluster._repr_html_()
         # The target holds, but replacement pauses after 3 failures in a row:
         # at most 2 + 2 jobs, whatever order the failures are noticed in.
-        wait_for(lambda: not queue(cluster.name), "the failing jobs to end", 60)
-        time.sleep(5)  # five watch periods in which nothing may be submitted
+        wait_for(
+            lambda: cluster._failures_in_a_row >= FAILURES_BEFORE_PAUSE and not queue(cluster.name),
+            "replacement to pause and the failing jobs to end",
+            60,
+        )
         tried = submitted_jobs(cluster.name)
+        time.sleep(5)  # five watch periods in which nothing may be submitted
+        assert submitted_jobs(cluster.name) == tried
         assert 3 <= len(tried) <= 4, tried
         assert not queue(cluster.name)
         record_figure(f"worker jobs that exit at once: {len(tried)} submitted, then paused")
