@@ -413,8 +413,9 @@ class HTCGatewayCluster(GatewayCluster):
     async def _notice_ended_jobs(self, active: list[WorkerJob]) -> None:
         """Find out how jobs that left the queue unasked ended; count failures."""
         now = time.time()
-        self._last_seen.update(dict.fromkeys((job.job_id for job in active), now))
-        gone = [job_id for job_id in self._last_seen if job_id not in {j.job_id for j in active}]
+        queued = {job.job_id for job in active}
+        self._last_seen.update(dict.fromkeys(queued, now))
+        gone = [job_id for job_id in self._last_seen if job_id not in queued]
         for job_id in [job_id for job_id in gone if job_id in self._removed_here]:
             self._removed_here.discard(job_id)
             self._last_seen.pop(job_id, None)
