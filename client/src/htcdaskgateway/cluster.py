@@ -415,11 +415,13 @@ class HTCGatewayCluster(GatewayCluster):
         now = time.time()
         queued = {job.job_id for job in active}
         self._last_seen.update(dict.fromkeys(queued, now))
-        gone = [job_id for job_id in self._last_seen if job_id not in queued]
-        for job_id in [job_id for job_id in gone if job_id in self._removed_here]:
-            self._removed_here.discard(job_id)
-            self._last_seen.pop(job_id, None)
-        gone = [job_id for job_id in gone if job_id in self._last_seen]
+        gone = []
+        for job_id in [job_id for job_id in self._last_seen if job_id not in queued]:
+            if job_id in self._removed_here:  # this object removed it: nothing to learn
+                self._removed_here.discard(job_id)
+                del self._last_seen[job_id]
+            else:
+                gone.append(job_id)
         if not gone:
             return
         # The history scan stops at jobs that left well before these were last seen.
