@@ -5,7 +5,7 @@
 # toolchain itself comes from the Go module proxy, so a machine with no Go
 # at all can run this.
 #   build.sh                  build what is missing
-#   build.sh --update-module  regenerate build/go.mod for the versions in
+#   build.sh --update-module  regenerate gomodule/go.mod for the versions in
 #                             pins/versions.env (after changing them)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,7 +36,7 @@ PY
 fi
 export PATH=$go_root/bin:$PATH
 
-module=$here/build
+module=$here/gomodule
 if [ "${1:-}" = --update-module ]; then
   # k8s.io/kubernetes replaces its staging modules with ./staging paths a
   # consumer cannot see: point each at its published v0.<minor> release.
@@ -69,9 +69,9 @@ if [ "${1:-}" = --update-module ]; then
   exit 0
 fi
 grep -qE "^(require )?\s*k8s.io/kubernetes $KUBERNETES_VERSION\$" "$module/go.mod" \
-  || { log "build/go.mod is not for $KUBERNETES_VERSION: run integration/k8s/build.sh --update-module"; exit 1; }
+  || { log "gomodule/go.mod is not for $KUBERNETES_VERSION: run integration/k8s/build.sh --update-module"; exit 1; }
 grep -q "github.com/coredns/coredns $COREDNS_VERSION\$" "$module/coredns/go.mod" \
-  || { log "build/coredns/go.mod is not for $COREDNS_VERSION: run integration/k8s/build.sh --update-module"; exit 1; }
+  || { log "gomodule/coredns/go.mod is not for $COREDNS_VERSION: run integration/k8s/build.sh --update-module"; exit 1; }
 
 minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
 # What `kubectl version` and helm's kubeVersion check read.
