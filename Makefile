@@ -11,7 +11,7 @@ COMPOSE := docker compose
 IN_ANALYST := $(COMPOSE) run --rm --no-deps analyst
 PYTEST := scripts/pytest-in-analyst
 
-.PHONY: help docker images up down demo lint unit e2e test bench pins clean chart-check e2e-kind
+.PHONY: help docker images up down demo lint unit e2e test bench pins clean chart-check e2e-k8s rig-up rig-down
 
 help:
 	@echo "make demo   - start the local pool + gateway and run the seed's usage on 5 HTCondor workers"
@@ -21,7 +21,8 @@ help:
 	@echo "make bench  - benchmarks vs the pool's floor and dask-jobqueue (table, JSON, plot in bench/results/)"
 	@echo "make pins   - re-resolve pins/requirements.in into pins/constraints.txt"
 	@echo "make chart-check - the Helm chart: lint, render, validate (k8s 1.31-1.34), tests, config load"
-	@echo "make e2e-kind    - the chart in a kind cluster, pool outside (needs kind; see charts/README.md)"
+	@echo "make e2e-k8s     - the chart on a single-node Kubernetes built here, pool outside, the e2e suites through it"
+	@echo "make rig-up / make rig-down - start / remove that Kubernetes (integration/k8s/README.md)"
 
 docker:
 	scripts/ensure-docker.sh
@@ -32,7 +33,7 @@ images: docker
 up: images
 	$(COMPOSE) up -d --wait
 
-down:
+down: rig-down
 	-$(COMPOSE) --profile analyst down --volumes --remove-orphans
 
 demo: up
@@ -65,7 +66,13 @@ clean: down
 chart-check: docker
 	charts/ci/chart-check.sh
 
-# The chart in kind with the compose pool outside it. Checks for kind,
-# kubectl, helm and a node image first, and fails fast without them.
-e2e-kind:
-	charts/ci/e2e-kind.sh
+# The chart on the rig's single-node Kubernetes (integration/k8s), with the
+# compose pool and hub outside it, and the e2e suites run through it.
+e2e-k8s: images
+	integration/k8s/e2e.sh
+
+rig-up: docker
+	integration/k8s/rig.sh up
+
+rig-down:
+	-integration/k8s/rig.sh down

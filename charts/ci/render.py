@@ -55,7 +55,8 @@ VALUE_SETS = (
         ("dev-simple-nodeport.yaml",),
         secrets={"gateway.auth.simple.password": "simple_password"},
     ),
-    ValueSet("kind", ("../kind-values.yaml",)),
+    ValueSet("rig", ("../rig-values.yaml",)),
+    ValueSet("rig-hub", ("../rig-values.yaml", "../rig-hub-values.yaml")),
 )
 
 

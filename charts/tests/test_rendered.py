@@ -172,6 +172,19 @@ def test_helm_test_pod_checks_both_ports(rendered: Rendered) -> None:
     assert env["WEB_PORT"] == str(ports["web"]) and env["TCP_PORT"] == str(ports["tcp"])
 
 
+def test_uninstall_hook_stops_the_release_clusters_as_the_controller(rendered: Rendered) -> None:
+    (job,) = rendered.of_kind("Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    spec = job["spec"]["template"]["spec"]
+    controller = rendered.one("Deployment", "-controller")["spec"]["template"]["spec"]
+    # The controller's account may delete DaskClusters; the hook needs no more.
+    assert spec["serviceAccountName"] == controller["serviceAccountName"]
+    assert spec["containers"][0]["args"] == ["python", "/etc/dask-gateway/delete_clusters.py"]
+    config = rendered.one("ConfigMap", "-gateway-config")
+    assert "delete_clusters.py" in config["data"]
+    assert spec["volumes"][0]["configMap"]["name"] == config["metadata"]["name"]
+
+
 def yaml_dump(docs: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(docs)
 

@@ -5,6 +5,7 @@
 # At every start it makes fresh API tokens, written to $HUB_TOKEN_DIR of
 # this run's own volume: one for the dask-gateway service and one for each
 # user. They are readable by the test containers, which play all users.
+import os
 import secrets
 from pathlib import Path
 
@@ -49,7 +50,10 @@ def fresh_token(name: str) -> str:
 c = get_config()  # type: ignore[name-defined]  # provided by traitlets
 
 TOKEN_DIR.mkdir(parents=True, exist_ok=True)
-c.JupyterHub.hub_bind_url = "http://127.0.0.1:18081"
+# HUB_BIND_IP: loopback for the compose gateways; the host's address on the
+# Kubernetes rig's own network when the gateway runs in the rig
+# (integration/k8s), whose pods cannot reach the host's loopback.
+c.JupyterHub.hub_bind_url = f"http://{os.environ.get('HUB_BIND_IP', '127.0.0.1')}:18081"
 c.JupyterHub.bind_url = "http://127.0.0.1:18080"
 c.JupyterHub.proxy_class = RouteTableProxy
 c.JupyterHub.db_url = "sqlite:///:memory:"
@@ -62,5 +66,12 @@ c.JupyterHub.services = [{"name": "dask-gateway", "api_token": fresh_token("dask
 # The gateway looks up who holds a token; nothing more.
 c.JupyterHub.load_roles = [
     {"name": "dask-gateway", "scopes": ["read:users"], "services": ["dask-gateway"]},
+    # As a facility's hub grants it (charts/README.md): the chart's gateway
+    # admits only tokens that may access the dask-gateway service.
+    {
+        "name": "dask-gateway-users",
+        "scopes": ["access:services!service=dask-gateway"],
+        "users": USERS,
+    },
 ]
 c.JupyterHub.api_tokens = {fresh_token(user): user for user in USERS}

@@ -21,6 +21,9 @@ bin=$CACHE/bin/$KUBERNETES_VERSION
 STATE=${RIG_STATE:-/run/htcdaskgateway/rig}
 KUBECONFIG_FILE=$STATE/admin.conf
 NODE_IMAGE=htcdaskgateway.local/rig-node:$KUBERNETES_VERSION
+# The pods' cgroups live in the host's hierarchy (cgroup v1 is not
+# namespaced): one root per machine, so rigs of nested machines never meet.
+CGROUP_ROOT=$RIG_CGROUP_ROOT-$(hostname)
 # The node's own images, each "target:tag" of images/Dockerfile.
 RIG_IMAGES=(pause:rig "coredns:$COREDNS_VERSION" "traefik:$TRAEFIK_VERSION")
 log() { echo "rig: $*" >&2; }
@@ -28,11 +31,15 @@ die() { log "$*"; exit 1; }
 
 kubectl_() { "$bin/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
-helm_() {
-  # helm runs from the chart-check tools image (its only source here is npm).
-  docker run --rm --network host --user "$(id -u):$(id -g)" \
-    -v "$STATE:/rig:ro" -v "$root:/src:ro" -e KUBECONFIG=/rig/admin.conf \
-    htcdaskgateway/chart-tools:dev helm "$@"
+helm_() { KUBECONFIG=$KUBECONFIG_FILE "$bin/helm" "$@"; }
+
+fetch_helm() {
+  # helm's only source here is npm, unpacked in the chart-tools image.
+  [ -x "$bin/helm" ] && return 0
+  "$root/charts/ci/tools-image.sh"
+  docker run --rm --user "$(id -u):$(id -g)" -v "$bin:/out" htcdaskgateway/chart-tools:dev \
+    sh -c 'cp /usr/local/bin/helm /out/helm.partial'
+  mv "$bin/helm.partial" "$bin/helm"
 }
 
 fetch_traefik() {
@@ -61,6 +68,7 @@ build_images() {
   "$root/scripts/ensure-docker.sh"
   "$here/build.sh"
   fetch_traefik
+  fetch_helm
   local ctx
   ctx=$(mktemp -d)
   # A build context of hard links: the binaries are large, copying is not.
@@ -118,7 +126,7 @@ up() {
       --tmpfs /var/lib/containerd:rw,exec,dev,suid,size="$RIG_CONTAINERD_SIZE" \
       --tmpfs /var/lib/kubelet:rw,exec,size=1g --tmpfs /run:rw,exec,size=256m \
       -e NODE_NAME="$RIG_NODE_NAME" -e NODE_IP="$RIG_NODE_IP" \
-      -e SERVICE_CIDR="$RIG_SERVICE_CIDR" -e POD_CIDR="$RIG_POD_CIDR" \
+      -e SERVICE_CIDR="$RIG_SERVICE_CIDR" -e POD_CIDR="$RIG_POD_CIDR" -e CGROUP_ROOT="$CGROUP_ROOT" \
       "$NODE_IMAGE" >/dev/null
   fi
   mkdir -p "$STATE" && chmod 0755 "$STATE"
@@ -144,7 +152,7 @@ down() {
   # kubelet made the pods' cgroups under its cgroupRoot in the host's
   # hierarchy; the processes in them ended with the node container.
   local dir
-  for dir in /sys/fs/cgroup/*/"$RIG_CGROUP_ROOT"; do
+  for dir in /sys/fs/cgroup/*/"$CGROUP_ROOT"; do
     [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   rm -rf "$STATE"

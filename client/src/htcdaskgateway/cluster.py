@@ -110,6 +110,8 @@ class HTCGatewayCluster(GatewayCluster):
         self._watch_task: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self._holds_lease = False
+        # Why the cluster is known to be gone, once the watcher found out.
+        self._stopped_reason: str | None = None
         self._schedd_lease_renewed = -math.inf
         self._job_table: list[WorkerJob] = []
         self._idle_since: dict[str, float] = {}
@@ -258,6 +260,11 @@ class HTCGatewayCluster(GatewayCluster):
         self._wake.set()
 
     async def _take_control(self) -> None:
+        if self._stopped_reason is not None:
+            raise GatewayClusterError(
+                f"Cluster {self.name} was {self._stopped_reason}; it cannot be scaled "
+                "(start a new cluster)"
+            )
         if self.scheduler_comm is None:
             raise GatewayClusterError(f"Cluster {self.name} is not running; it cannot be scaled")
         await self.scheduler_comm.htcdaskgateway_take_control(token=self._token)
@@ -371,7 +378,11 @@ class HTCGatewayCluster(GatewayCluster):
             report = None
         if report is not None and report.status in (ClusterStatus.PENDING, ClusterStatus.RUNNING):
             return False
-        logger.warning("Cluster %s was stopped elsewhere; removing its remaining jobs", self.name)
+        state = "gone" if report is None else report.status.name
+        self._stopped_reason = f"stopped elsewhere: the gateway reports it {state}"
+        logger.warning(
+            "Cluster %s was %s; removing its remaining jobs", self.name, self._stopped_reason
+        )
         self._target, self._adaptive = None, None
         await self.schedd.remove(self._job_constraint, f"cluster {self.name} stopped")
         return True

@@ -62,7 +62,9 @@ class Authority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + VALID_FOR)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
@@ -89,7 +91,9 @@ class Authority:
     ) -> tuple[bytes, bytes]:
         key = _key()
         now = datetime.datetime.now(datetime.UTC)
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server_names else [ExtendedKeyUsageOID.CLIENT_AUTH]
+        usages = (
+            [ExtendedKeyUsageOID.SERVER_AUTH] if server_names else [ExtendedKeyUsageOID.CLIENT_AUTH]
+        )
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name, organization))
@@ -102,9 +106,12 @@ class Authority:
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             # Python 3.13's default verification is strict (RFC 5280) and
             # refuses certificates without these.
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
             )
         )
         if server_names:
@@ -129,7 +136,10 @@ def kubeconfig(server: str, ca: bytes, cert: bytes, key: bytes, user: str) -> st
             {"name": "rig", "cluster": {"server": server, "certificate-authority-data": b64(ca)}}
         ],
         "users": [
-            {"name": user, "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)},
+            }
         ],
         "contexts": [{"name": "rig", "context": {"cluster": "rig", "user": user}}],
         "current-context": "rig",

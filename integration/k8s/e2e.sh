@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# make e2e-k8s: the chart on the rig, the compose HTCondor pool and
+# JupyterHub outside it, and the integration suites run against the
+# gateway in Kubernetes (E2E_TARGET=k8s selects it; the test files are the
+# compose suites' own, plus test_k8s_*.py).
+#   1 the rig up (integration/k8s/rig.sh), the scheduler image imported
+#   2 pool + hub from compose, the hub listening on the rig network
+#   3 two releases: "htc" (simple auth, rig-values.yaml) and "htc-hub"
+#     (JupyterHub auth, + rig-hub-values.yaml), each `helm test`ed
+#   4 pytest in the analyst container, with kubectl, helm and a kubeconfig
+# E2E_K8S_TESTS overrides the test selection; KEEP_RIG=1 leaves it all up.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/../.."
+set -a
+# shellcheck source=../../pins/versions.env
+. pins/versions.env
+# shellcheck source=rig.env
+. "$here/rig.env"
+set +a
+rig=$here/rig.sh
+CACHE=${K8S_CACHE:-/var/cache/htcdaskgateway}
+bin=$CACHE/bin/$KUBERNETES_VERSION
+STATE=${RIG_STATE:-/run/htcdaskgateway/rig}
+log() { echo "e2e-k8s: $*"; }
+die() { log "$*" >&2; exit 1; }
+SECONDS=0
+export HUB_BIND_IP=$RIG_HOST_IP DOCKER_GID=${DOCKER_GID:-$(stat -c %g /var/run/docker.sock)}
+
+TESTS=${E2E_K8S_TESTS:-integration/test_skeleton.py integration/test_scaling.py \
+  integration/test_parity.py integration/test_lifecycle.py integration/test_wait_for_workers.py \
+  integration/test_tls_refusal.py integration/test_multitenant.py integration/test_k8s_chart.py \
+  integration/test_k8s_faults.py}
+
+"$rig" up || die "the rig did not come up"
+t_rig=$SECONDS
+"$rig" images htcdaskgateway/scheduler:dev || die "importing the scheduler image failed"
+
+log "pool and hub (outside the cluster)"
+# A hub started earlier on loopback cannot serve the rig: recreate it.
+docker compose up -d --wait --force-recreate hub || die "the hub did not start"
+docker compose up -d --wait pool || die "the pool did not start"
+
+install_release() {  # install_release RELEASE NAMESPACE [VALUES...]
+  local release=$1 namespace=$2; shift 2
+  local values=(--values charts/ci/rig-values.yaml)
+  for v in "$@"; do values+=(--values "$v"); done
+  "$rig" helm upgrade --install "$release" charts/htcdaskgateway --namespace "$namespace" \
+    --create-namespace "${values[@]}" --wait --timeout 5m >/dev/null \
+    || { "$rig" kubectl -n "$namespace" get pods -o wide; return 1; }
+  "$rig" helm test "$release" --namespace "$namespace" --logs | tail -n 3 \
+    || { "$rig" kubectl -n "$namespace" logs deploy/"$release"-htcdaskgateway-proxy --tail 30; return 1; }
+}
+
+log "helm install htc (simple auth)"
+install_release htc dask-gateway || die "release htc failed"
+log "helm install htc-hub (JupyterHub auth)"
+"$rig" kubectl create namespace dask-gateway-hub --dry-run=client -o yaml | "$rig" kubectl apply -f - >/dev/null
+token=$(docker compose exec -T hub cat /run/htcdaskgateway/hub-tokens/dask-gateway) || die "no hub token"
+"$rig" kubectl -n dask-gateway-hub create secret generic hub-service-token \
+  --from-literal=api-token="$token" --dry-run=client -o yaml | "$rig" kubectl apply -f - >/dev/null
+unset token
+install_release htc-hub dask-gateway-hub charts/ci/rig-hub-values.yaml || die "release htc-hub failed"
+t_install=$SECONDS
+log "rig up in ${t_rig}s; both releases installed and tested after ${t_install}s"
+
+# The analyst container reaches the rig as alice's client would reach a
+# facility's gateway: the proxy's NodePorts on the node's address. Her
+# workers listen on the host's address of the rig network, where the
+# scheduler pods dial them back. kubectl and helm are there for the tests
+# that check Kubernetes objects and inject Kubernetes-side faults.
+install -m 0600 -o 1000 -g 1000 "$STATE/admin.conf" "$STATE/analyst.conf"
+rc=0
+# shellcheck disable=SC2086
+docker compose run --rm --no-deps \
+  -v "$bin/kubectl:/usr/local/bin/kubectl:ro" -v "$bin/helm:/usr/local/bin/helm:ro" \
+  -v "$STATE/analyst.conf:/run/htcdaskgateway/kubeconfig:ro" \
+  -e KUBECONFIG=/run/htcdaskgateway/kubeconfig -e HELM_CACHE_HOME=/tmp/helm -e HELM_CONFIG_HOME=/tmp/helm \
+  -e E2E_TARGET=k8s \
+  -e DASK_GATEWAY__ADDRESS="http://$RIG_NODE_IP:30080" \
+  -e DASK_GATEWAY__PROXY_ADDRESS="tls://$RIG_NODE_IP:30786" \
+  -e HUB_GATEWAY_ADDRESS="http://$RIG_NODE_IP:30180" \
+  -e HUB_GATEWAY_PROXY_ADDRESS="tls://$RIG_NODE_IP:30886" \
+  -e DASK_GATEWAY__HTCONDOR__WORKER__HOST="$RIG_HOST_IP" \
+  analyst python -m pytest -p no:cacheprovider -ra $TESTS || rc=$?
+if [ $rc = 5 ]; then
+  log "pytest collected no tests: failing"; rc=1
+elif [ $rc != 0 ]; then
+  log "failed: cluster state"
+  "$rig" kubectl get pods,daskclusters -A -o wide || true
+  for ns_release in dask-gateway/htc dask-gateway-hub/htc-hub; do
+    for c in api controller proxy; do
+      "$rig" kubectl -n "${ns_release%/*}" logs "deploy/${ns_release#*/}-htcdaskgateway-$c" --tail 40 || true
+    done
+  done
+fi
+log "pytest exited $rc; the Kubernetes suites took $((SECONDS - t_install))s, ${SECONDS}s in all"
+if [ "${KEEP_RIG:-0}" != 1 ]; then
+  docker compose rm -sfv pool hub >/dev/null 2>&1 || true
+  "$rig" down
+fi
+exit $rc

@@ -1,0 +1,168 @@
+"""The chart as operators run it, on the Kubernetes rig (E2E_TARGET=k8s).
+
+helm test, the Kubernetes objects of a cluster while it runs and after it
+shuts down, `helm upgrade` rolling the pods under a running cluster, and a
+release installed and uninstalled with a cluster running: nothing of it
+may remain.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+from conftest import cluster_objects, helm, kube_items, kubectl, queue, wait_for
+from htcdaskgateway import HTCGateway
+
+CHART = "/src/charts/htcdaskgateway"
+RELEASES = {"htc": "dask-gateway", "htc-hub": "dask-gateway-hub"}
+NODE_IP = urlsplit(os.environ.get("DASK_GATEWAY__ADDRESS", "")).hostname or ""
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def pod_names(namespace: str, component: str) -> set[str]:
+    selector = f"app.kubernetes.io/component={component}"
+    return {pod["metadata"]["name"] for pod in kube_items("pods", namespace, selector)}
+
+
+def test_helm_test_passes_for_both_releases():
+    for release, namespace in RELEASES.items():
+        result = helm("test", release, "--namespace", namespace, "--logs")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Phase:          Succeeded" in result.stdout
+
+
+def test_a_cluster_is_a_daskcluster_and_a_scheduler_pod_until_shutdown(new_cluster):
+    cluster = new_cluster()
+    cluster.scale(1)
+    cluster.wait_for_workers(1, timeout=120)
+
+    objects = cluster_objects(cluster.name)
+    (daskcluster,) = objects["daskclusters"]
+    assert daskcluster["status"]["phase"] == "Running"
+    # The controller never gets a worker pod to make: replicas stay 0.
+    assert daskcluster["spec"].get("replicas", 0) == 0
+    (pod,) = objects["pods"]
+    assert pod["status"]["phase"] == "Running"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "dask-scheduler"
+    command = pod["spec"]["containers"][0]["args"]
+    assert "htcdaskgateway.scheduler_plugin" in command, command
+    (route,) = objects["ingressroutetcps"]
+    assert f"daskgateway-{cluster.name}" in route["spec"]["routes"][0]["match"]
+    assert len(objects["secrets"]) == 1  # the cluster's TLS credentials
+
+    # The worker is the HTCondor job it is named after, outside the cluster.
+    (worker,) = cluster.get_client().scheduler_info()["workers"].values()
+    (job,) = queue(cluster.name, ["ClusterId", "ProcId", "JobStatus"])
+    assert worker["name"] == f"htc-{job['ClusterId']}.{job['ProcId']}"
+    assert job["JobStatus"] == 2
+
+    cluster.shutdown()
+    wait_for(lambda: not queue(cluster.name), "the cluster's jobs to leave the queue", 30)
+
+    def all_gone() -> bool:
+        return not any(cluster_objects(cluster.name).values())
+
+    # rig-values.yaml keeps a stopped cluster's record for seconds, not a day.
+    wait_for(all_gone, f"every Kubernetes object of {cluster.name} to go", 60, interval=1)
+
+
+def test_helm_upgrade_rolls_the_pods_and_a_running_cluster_survives(new_cluster, record_figure):
+    cluster = new_cluster()
+    cluster.scale(1)
+    cluster.wait_for_workers(1, timeout=120)
+    client = cluster.get_client()
+    assert client.submit(sum, range(10)).result() == 45
+    before = {c: pod_names("dask-gateway", c) for c in ("gateway", "controller")}
+
+    started = time.monotonic()
+    upgrade = helm(
+        "upgrade", "htc", CHART, "--namespace", "dask-gateway", "--reuse-values",
+        "--set", "gateway.logLevel=INFO", "--set", "controller.logLevel=INFO", "--wait",
+    )  # fmt: skip
+    assert upgrade.returncode == 0, upgrade.stderr
+    try:
+        for component, old in before.items():
+            wait_for(
+                lambda c=component, o=old: (
+                    pod_names("dask-gateway", c).isdisjoint(o)
+                    and len(pod_names("dask-gateway", c)) == 1
+                ),
+                f"the {component} pod to be replaced",
+                120,
+                interval=1,
+            )
+        record_figure(
+            f"helm upgrade rolled the API and controller in {time.monotonic() - started:.1f} s"
+        )
+        gateway = HTCGateway()
+        try:
+            assert cluster.name in [c.name for c in gateway.list_clusters()]
+        finally:
+            gateway.close()
+        assert client.submit(sum, range(100)).result() == 4950
+        cluster.scale(2)
+        cluster.wait_for_workers(2, timeout=120)
+    finally:
+        restore = helm(
+            "upgrade", "htc", CHART, "--namespace", "dask-gateway", "--reuse-values",
+            "--set", "gateway.logLevel=DEBUG", "--set", "controller.logLevel=DEBUG", "--wait",
+        )  # fmt: skip
+        assert restore.returncode == 0, restore.stderr
+
+
+def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_figure):
+    release, namespace, web, tcp = "htc-life", "htc-life", 30280, 30986
+    install = helm(
+        "install", release, CHART, "--namespace", namespace, "--create-namespace",
+        "--values", "/src/charts/ci/rig-values.yaml",
+        "--set", f"proxy.service.ports.web.nodePort={web}", "--set", f"proxy.public.webPort={web}",
+        "--set", f"proxy.service.ports.tcp.nodePort={tcp}", "--set", f"proxy.public.tcpPort={tcp}",
+        "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    try:
+        # helm's --wait sees the pods ready; Traefik loads the API's route
+        # from the Kubernetes API a moment later.
+        health = f"http://{NODE_IP}:{web}/api/health"
+        wait_for(lambda: answers(health), f"{health} to answer", 60, interval=1)
+        gateway = HTCGateway(
+            address=f"http://{NODE_IP}:{web}", proxy_address=f"tls://{NODE_IP}:{tcp}"
+        )
+        cluster = gateway.new_cluster(htcondor={"worker": {"death-timeout": 10}})
+        cluster.scale(1)
+        cluster.wait_for_workers(1, timeout=120)
+        assert cluster.get_client().submit(sum, range(10)).result() == 45
+        assert cluster_objects(cluster.name)["pods"]
+
+        started = time.monotonic()
+        uninstall = helm("uninstall", release, "--namespace", namespace, "--wait")
+        assert uninstall.returncode == 0, uninstall.stderr
+        record_figure(
+            f"helm uninstall with a running cluster took {time.monotonic() - started:.1f} s"
+        )
+        kinds = ("daskclusters", "pods", "secrets", "services", "ingressroutetcps", "jobs")
+
+        def left() -> dict[str, list[str]]:
+            found = {k: [i["metadata"]["name"] for i in kube_items(k, namespace)] for k in kinds}
+            return {k: names for k, names in found.items() if names}
+
+        # helm deletes the objects it made; their pods go after their grace period.
+        wait_for(lambda: not left(), f"nothing of {release} to be left in {namespace}", 120, 1)
+        # The scheduler is gone: its worker ends at its death timeout.
+        wait_for(lambda: not queue(cluster.name), "the worker job to leave the queue", 60)
+        cluster.close()
+        gateway.close()
+    finally:
+        if helm("status", release, "--namespace", namespace).returncode == 0:
+            helm("uninstall", release, "--namespace", namespace, "--wait")
+        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true")

@@ -1,0 +1,125 @@
+"""Kubernetes-side faults under a running cluster (E2E_TARGET=k8s).
+
+The scheduler pod deleted, the gateway API's Deployment restarted, the
+proxy (Traefik) restarted: each test says what the analyst sees and checks
+that nothing is lost or left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import dask.array as da
+import pytest
+from dask_gateway import GatewayClusterError
+
+from conftest import cluster_objects, kube_items, kubectl, queue, wait_for
+
+NAMESPACE = "dask-gateway"
+RELEASE = "htc"
+LEASE = 10
+
+
+def restart(component: str) -> float:
+    """`kubectl rollout restart` a Deployment of the release; seconds until it is rolled out."""
+    started = time.monotonic()
+    deployment = f"deploy/{RELEASE}-htcdaskgateway-{component}"
+    kubectl("rollout", "restart", deployment, "--namespace", NAMESPACE)
+    kubectl(
+        "rollout", "status", deployment, "--namespace", NAMESPACE, "--timeout=180s", timeout=200
+    )
+    return time.monotonic() - started
+
+
+def test_scheduler_pod_deleted_the_client_says_so_and_the_jobs_leave(
+    new_cluster, caplog, record_figure
+):
+    cluster = new_cluster(htcondor={"lease": LEASE})
+    cluster.scale(2)
+    cluster.wait_for_workers(2, timeout=120)
+    (pod,) = cluster_objects(cluster.name)["pods"]
+
+    caplog.set_level(logging.WARNING, logger="htcdaskgateway")
+    deleted = time.monotonic()
+    kubectl("delete", "pod", pod["metadata"]["name"], "--namespace", NAMESPACE, "--wait=false")
+
+    # The scheduler's SIGTERM closes its workers, so their jobs end at once;
+    # the owner's watcher then finds the scheduler gone and says so.
+    wait_for(lambda: not queue(cluster.name), "the jobs of the lost cluster to leave", LEASE * 6)
+    record_figure(
+        f"scheduler pod deleted: its jobs left the queue {time.monotonic() - deleted:.1f} s later"
+    )
+
+    def told() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "stopped elsewhere" in r.getMessage()]
+
+    # Its next lease renewal waits out dask's connect timeout (30 s) first.
+    (message,) = wait_for(told, "the client to say the cluster is gone", 120)
+    record_figure(f"scheduler pod deleted: the client said {message!r}")
+    assert cluster.name in message
+    with pytest.raises(GatewayClusterError, match="stopped elsewhere"):
+        cluster.scale(3)
+    wait_for(lambda: not cluster_objects(cluster.name)["pods"], "no scheduler pod", 60)
+
+
+def test_gateway_api_restarted_running_clusters_survive(new_cluster, record_figure):
+    cluster = new_cluster()
+    cluster.scale(2)
+    cluster.wait_for_workers(2, timeout=120)
+    client = cluster.get_client()
+    data = client.persist(da.arange(1_000_000, chunks=100_000))
+    workers_before = set(client.scheduler_info()["workers"])
+
+    took = restart("api")
+    record_figure(f"API Deployment restarted in {took:.1f} s")
+
+    # The scheduler and its workers never noticed; the new API serves the cluster.
+    assert set(client.scheduler_info()["workers"]) == workers_before
+    assert int(data.sum().compute()) == 499_999_500_000
+    cluster.scale(3)
+    cluster.wait_for_workers(3, timeout=120)
+    assert cluster_objects(cluster.name)["daskclusters"][0]["status"]["phase"] == "Running"
+
+
+def test_proxy_restarted_workers_and_client_reconnect(new_cluster, record_figure):
+    cluster = new_cluster()
+    cluster.scale(2)
+    cluster.wait_for_workers(2, timeout=120)
+    cluster.get_client()  # the computations below run on it
+    assert int(da.arange(1_000_000, chunks=100_000).sum().compute()) == 499_999_500_000
+    jobs_before = {
+        (ad["ClusterId"], ad["ProcId"]) for ad in queue(cluster.name, ["ClusterId", "ProcId"])
+    }
+
+    took = restart("proxy")
+    record_figure(f"proxy Deployment rolled out in {took:.1f} s")
+
+    # The old Traefik drains its connections, then exits: only then is
+    # every connection through the proxy cut.
+    def old_proxy_gone() -> bool:
+        return len(kube_items("pods", NAMESPACE, "app.kubernetes.io/component=proxy")) == 1
+
+    wait_for(old_proxy_gone, "the old proxy pod to exit", 120, interval=1)
+    back = time.monotonic()
+
+    # Workers that lost their scheduler end, and the held target of 2
+    # replaces them; the client reconnects. What the cut connections held
+    # (the client's futures, the workers' memory) is dask's to lose: a
+    # client that reconnects starts with no futures.
+    cluster.wait_for_workers(2, timeout=180)
+    assert int(da.arange(1_000_000, chunks=100_000).sum().compute()) == 499_999_500_000
+    record_figure(
+        f"after the proxy restart: 2 workers and a result {time.monotonic() - back:.1f} s later"
+    )
+    active = [
+        (ad["ClusterId"], ad["ProcId"])
+        for ad in queue(cluster.name, ["ClusterId", "ProcId", "JobStatus"])
+        if ad["JobStatus"] in (1, 2)
+    ]
+    assert len(active) == 2
+    record_figure(
+        f"after the proxy restart: {len(set(active) - jobs_before)} of 2 worker jobs replaced"
+    )
+    proxies = kube_items("pods", NAMESPACE, "app.kubernetes.io/component=proxy")
+    assert [p["status"]["phase"] for p in proxies] == ["Running"]
