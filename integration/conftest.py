@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -44,12 +45,22 @@ collect_ignore_glob = (
 
 
 _FIGURES: list[str] = []
+# Seconds each new_cluster() of the new_cluster fixture took: the gateway
+# starting a scheduler (a local process in compose, a pod on the rig).
+_NEW_CLUSTER_SECONDS: list[float] = []
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _FIGURES:
+    figures = list(_FIGURES)
+    if _NEW_CLUSTER_SECONDS:
+        times = sorted(_NEW_CLUSTER_SECONDS)
+        figures.append(
+            f"new_cluster() on the {TARGET} gateway, {len(times)} clusters: median "
+            f"{statistics.median(times):.2f} s, min {times[0]:.2f} s, max {times[-1]:.2f} s"
+        )
+    if figures:
         terminalreporter.section("figures measured by this run")
-        for line in _FIGURES:
+        for line in figures:
             terminalreporter.write_line(line)
 
 
@@ -124,7 +135,9 @@ def new_cluster(gateway: HTCGateway) -> Iterator[Callable[[], HTCGatewayCluster]
     clusters: list[HTCGatewayCluster] = []
 
     def start(**kwargs: object) -> HTCGatewayCluster:
+        started = time.monotonic()
         cluster = gateway.new_cluster(**kwargs)
+        _NEW_CLUSTER_SECONDS.append(time.monotonic() - started)
         clusters.append(cluster)
         return cluster
 
