@@ -158,12 +158,17 @@ class HTCGatewayCluster(GatewayCluster):
         await super()._start_async()
         if self.status == "running" and self._watch_task is None:
             try:
-                await self._renew_lease()
+                reply = await self._renew_lease()
             except ValueError as exc:  # the scheduler has no such handler
+                reply = {"error": str(exc)}
+            # Every reply of the plugin names the controlling client; a
+            # scheduler without the plugin answers nothing (or an error),
+            # and would retire every HTCondor worker seconds after it joins.
+            if "controller" not in reply:
                 raise GatewayClusterError(
                     f"The scheduler of {self.name} does not load htcdaskgateway.scheduler_plugin; "
-                    f"the gateway's scheduler_cmd must preload it ({exc})"
-                ) from None
+                    f"the gateway's scheduler_cmd must preload it (its reply: {reply or 'none'})"
+                )
             self._watch_task = asyncio.ensure_future(self._watch())
 
     async def _stop_internal(self, shutdown: bool | None = None) -> None:
