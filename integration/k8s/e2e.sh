@@ -63,6 +63,8 @@ unset token
 install_release htc-hub dask-gateway-hub charts/ci/rig-hub-values.yaml || die "release htc-hub failed"
 t_install=$SECONDS
 log "rig up in ${t_rig}s; both releases installed and tested after ${t_install}s"
+"$rig" kubectl get nodes -o wide
+"$rig" kubectl get pods --all-namespaces -o wide
 
 # The analyst container reaches the rig as alice's client would reach a
 # facility's gateway: the proxy's NodePorts on the node's address. Her
