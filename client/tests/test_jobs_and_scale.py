@@ -4,7 +4,9 @@ import pytest
 from dask_gateway import GatewayClusterError
 
 from htcdaskgateway.cluster import HTCGatewayCluster, _worker_count
+from htcdaskgateway.errors import SettingError
 from htcdaskgateway.jobs import EndedJob, JobStatus, WorkerJob, count_by_status, removal_order
+from htcdaskgateway.naming import checked_cluster_name
 
 
 def test_removal_order_idle_then_held_then_newest_running():
@@ -51,13 +53,20 @@ def test_worker_count_accepts_whole_numbers(n):
     assert _worker_count(n, "scale()") == n
 
 
-@pytest.mark.parametrize(
-    ("n", "error"),
-    [(-1, ValueError), ("3", TypeError), (2.5, TypeError), (True, TypeError), (None, TypeError)],
-)
-def test_worker_count_refuses_others(n, error):
-    with pytest.raises(error, match="scale"):
+@pytest.mark.parametrize("n", [-1, "3", 2.5, True, None, float("nan")])
+def test_worker_count_refuses_others_with_a_setting_error(n):
+    with pytest.raises(SettingError, match=r"scale\(\)"):
         _worker_count(n, "scale()")
+
+
+@pytest.mark.parametrize("name", ["dask-gateway.abc\n", "", "a b", '"x"', None])
+def test_cluster_names_are_matched_whole(name):
+    with pytest.raises(SettingError, match="cluster name"):
+        checked_cluster_name(name)
+
+
+def test_a_cluster_name_of_the_gateway_passes():
+    assert checked_cluster_name("dask-gateway.0123abcd") == "dask-gateway.0123abcd"
 
 
 def test_count_by_status_ignores_ended_jobs():

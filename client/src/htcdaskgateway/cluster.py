@@ -22,7 +22,7 @@ from dask_gateway.client import ClusterStatus
 from .adaptive import HTCondorAdaptive
 from .compat import ClosingOnceGateway
 from .credentials import check_credentials, staged_credentials
-from .errors import HTCondorError
+from .errors import HTCondorError, SettingError
 from .jobs import EndedJob, JobStatus, WorkerJob, count_by_status, removal_order
 from .naming import (
     CLUSTER_ATTRIBUTE,
@@ -665,7 +665,9 @@ class _Progress:
 
 def _worker_count(n: object, what: str) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{what} takes a whole number of workers, got {n!r} ({type(n).__name__})")
+        raise SettingError(
+            f"{what} takes a whole number of workers, got {n!r} ({type(n).__name__})"
+        )
     if n < 0:
-        raise ValueError(f"{what} takes a number of workers >= 0, got {n}")
+        raise SettingError(f"{what} takes a number of workers >= 0, got {n}")
     return int(n)

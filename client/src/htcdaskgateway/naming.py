@@ -20,7 +20,7 @@ LEASE_ATTRIBUTE = "HTCDaskGatewayLeaseExpiry"
 CERT_FILE = "dask.crt"
 KEY_FILE = "dask.pem"
 
-_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def is_htcondor_worker(name: object) -> bool:
@@ -43,6 +43,11 @@ def scheduler_sni(cluster_name: str) -> str:
 def checked_cluster_name(name: str) -> str:
     # Cluster names go into ClassAd string literals and constraints; the
     # gateway only issues names of this shape, so anything else is refused.
-    if not _CLUSTER_NAME.match(name):
-        raise ValueError(f"Not a dask-gateway cluster name: {name!r}")
+    # fullmatch: "$" would let a trailing newline through.
+    if not isinstance(name, str) or not _CLUSTER_NAME.fullmatch(name):
+        # Imported here: worker jobs import this module, and errors.py
+        # imports dask_gateway's client, which a worker never needs.
+        from .errors import SettingError
+
+        raise SettingError(f"Not a dask-gateway cluster name: {name!r}")
     return name

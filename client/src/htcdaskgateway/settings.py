@@ -9,6 +9,7 @@ setting at fault.
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Mapping
@@ -155,7 +156,13 @@ def _positive_int(value: object, setting: str) -> int:
 
 
 def _positive_number(value: object, setting: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
+    # NaN compares false with everything, so "<= 0" alone lets it through.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise _fail(setting, "a positive number of seconds", value)
     return float(value)
 
