@@ -90,7 +90,7 @@ node_running() { [ "$(docker inspect -f '{{.State.Running}}' "$RIG_NODE" 2>/dev/
 import_images() {
   [ $# -gt 0 ] || return 0
   log "importing into the node: $*"
-  docker save "$@" | docker exec -i "$RIG_NODE" ctr -n k8s.io images import --no-unpack=false - >/dev/null
+  docker save "$@" | docker exec -i "$RIG_NODE" ctr -n k8s.io images import - >/dev/null
 }
 
 wait_until() {  # wait_until SECONDS WHAT COMMAND...
