@@ -10,7 +10,7 @@ import htcondor2
 import pytest
 
 from conftest import queue, wait_for
-from htcdaskgateway import HTCGateway, HTCondorError
+from htcdaskgateway import HTCGateway, HTCondorError, SettingError
 from htcdaskgateway.cluster import FAILURES_BEFORE_PAUSE
 from htcdaskgateway.naming import CLUSTER_ATTRIBUTE
 
@@ -68,7 +68,7 @@ def test_unmatchable_job_shows_why_it_waits(gateway, record_figure):
 
 def test_bad_count_is_refused(new_cluster):
     cluster = new_cluster()
-    with pytest.raises(TypeError, match="whole number"):
+    with pytest.raises(SettingError, match="whole number"):
         cluster.wait_for_workers("2")
 
 
