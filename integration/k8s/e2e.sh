@@ -25,7 +25,7 @@ STATE=${RIG_STATE:-/run/htcdaskgateway/rig}
 log() { echo "e2e-k8s: $*"; }
 die() { log "$*" >&2; exit 1; }
 SECONDS=0
-export HUB_BIND_IP=$RIG_HOST_IP DOCKER_GID=${DOCKER_GID:-$(stat -c %g /var/run/docker.sock)}
+export HUB_BIND_IP=$RIG_HOST_IP
 
 TESTS=${E2E_K8S_TESTS:-integration/test_skeleton.py integration/test_scaling.py \
   integration/test_parity.py integration/test_lifecycle.py integration/test_wait_for_workers.py \
@@ -72,22 +72,18 @@ log "rig up in ${t_rig}s; both releases installed and tested after ${t_install}s
 # scheduler pods dial them back. kubectl and helm are there for the tests
 # that check Kubernetes objects and inject Kubernetes-side faults.
 install -m 0600 -o 1000 -g 1000 "$STATE/admin.conf" "$STATE/analyst.conf"
+ANALYST_RUN_ARGS="-v $bin/kubectl:/usr/local/bin/kubectl:ro -v $bin/helm:/usr/local/bin/helm:ro
+  -v $STATE/analyst.conf:/run/htcdaskgateway/kubeconfig:ro
+  -e KUBECONFIG=/run/htcdaskgateway/kubeconfig -e HELM_CACHE_HOME=/tmp/helm -e HELM_CONFIG_HOME=/tmp/helm
+  -e E2E_TARGET=k8s
+  -e DASK_GATEWAY__ADDRESS=http://$RIG_NODE_IP:30080 -e DASK_GATEWAY__PROXY_ADDRESS=tls://$RIG_NODE_IP:30786
+  -e HUB_GATEWAY_ADDRESS=http://$RIG_NODE_IP:30180 -e HUB_GATEWAY_PROXY_ADDRESS=tls://$RIG_NODE_IP:30886
+  -e DASK_GATEWAY__HTCONDOR__WORKER__HOST=$RIG_HOST_IP"
+export ANALYST_RUN_ARGS
 rc=0
 # shellcheck disable=SC2086
-docker compose run --rm --no-deps \
-  -v "$bin/kubectl:/usr/local/bin/kubectl:ro" -v "$bin/helm:/usr/local/bin/helm:ro" \
-  -v "$STATE/analyst.conf:/run/htcdaskgateway/kubeconfig:ro" \
-  -e KUBECONFIG=/run/htcdaskgateway/kubeconfig -e HELM_CACHE_HOME=/tmp/helm -e HELM_CONFIG_HOME=/tmp/helm \
-  -e E2E_TARGET=k8s \
-  -e DASK_GATEWAY__ADDRESS="http://$RIG_NODE_IP:30080" \
-  -e DASK_GATEWAY__PROXY_ADDRESS="tls://$RIG_NODE_IP:30786" \
-  -e HUB_GATEWAY_ADDRESS="http://$RIG_NODE_IP:30180" \
-  -e HUB_GATEWAY_PROXY_ADDRESS="tls://$RIG_NODE_IP:30886" \
-  -e DASK_GATEWAY__HTCONDOR__WORKER__HOST="$RIG_HOST_IP" \
-  analyst python -m pytest -p no:cacheprovider -ra $TESTS || rc=$?
-if [ $rc = 5 ]; then
-  log "pytest collected no tests: failing"; rc=1
-elif [ $rc != 0 ]; then
+scripts/pytest-in-analyst $TESTS || rc=$?
+if [ $rc != 0 ]; then
   log "failed: cluster state"
   "$rig" kubectl get pods,daskclusters -A -o wide || true
   for ns_release in dask-gateway/htc dask-gateway-hub/htc-hub; do

