@@ -88,6 +88,25 @@ def test_spooling_hold_is_not_stuck():
 
 def test_wait_for_workers_on_a_cluster_that_is_not_running():
     cluster = object.__new__(HTCGatewayCluster)
-    cluster.name, cluster.scheduler_comm = "abc", None
+    cluster.name, cluster.scheduler_comm, cluster._reconciler = "abc", None, None
     with pytest.raises(GatewayClusterError, match="abc is not running"):
         asyncio.run(cluster._wait_for_workers(1, None))
+
+
+def test_more_jobs_than_max_jobs_is_a_setting_error_naming_it():
+    cluster = object.__new__(HTCGatewayCluster)
+    cluster._prepare({"max-jobs": 5})
+    assert cluster._job_count(5, "scale()") == 5
+    with pytest.raises(SettingError, match=r"scale\(\) asks for 6 .*max-jobs allows 5"):
+        cluster._job_count(6, "scale()")
+    with pytest.raises(SettingError, match="max-jobs allows 5"):
+        cluster.adaptive(0, 6)
+    assert cluster.adaptive().maximum == 5, "no maximum: max-jobs"
+
+
+@pytest.mark.parametrize("interval", [float("nan"), -1, "soon", True])
+def test_adapt_refuses_bad_durations(interval):
+    cluster = object.__new__(HTCGatewayCluster)
+    cluster._prepare(None)
+    with pytest.raises(SettingError, match="interval"):
+        cluster.adaptive(0, 2, interval=interval)

@@ -62,11 +62,14 @@ def _with_lease_scheduler(monkeypatch, body) -> None:
 def test_lapsed_lease_closes_the_scheduler(monkeypatch):
     async def body(scheduler, comm):
         reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
-        assert reply == {"controller": None}
-        await comm.htcdaskgateway_take_control(token="a")
+        assert reply == {"controller": None, "target": None, "generation": 0}
+        await comm.htcdaskgateway_set_target(token="a", target={"kind": "scale", "n": 2},
+                                             apply_ttl=5)  # fmt: skip
         for _ in range(4):  # renewed in time: still running
             await asyncio.sleep(0.15)
-            assert await comm.htcdaskgateway_renew(token="a", ttl=0.3) == {"controller": "a"}
+            reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
+            assert reply == {"controller": "a", "target": {"kind": "scale", "n": 2},
+                             "generation": 1}  # fmt: skip
         assert scheduler.status.name == "running"
         await asyncio.sleep(0.6)  # no renewal: the lease lapses
         assert scheduler.status.name in ("closing", "closed")
@@ -80,5 +83,27 @@ def test_released_lease_does_not_close_the_scheduler(monkeypatch):
         await comm.htcdaskgateway_renew(token="a", ttl=0)
         await asyncio.sleep(0.5)
         assert scheduler.status.name == "running"
+
+    _with_lease_scheduler(monkeypatch, body)
+
+
+def test_the_target_outlives_its_setter_and_the_applier_role_passes_on(monkeypatch):
+    async def body(scheduler, comm):
+        await comm.htcdaskgateway_renew(token="notebook", apply_ttl=0.2)
+        state = await comm.htcdaskgateway_set_target(
+            token="cli", target={"kind": "scale", "n": 3}, apply_ttl=5
+        )
+        assert state["controller"] == "cli"
+        # While the CLI applies it, the notebook only watches.
+        state = await comm.htcdaskgateway_renew(token="notebook", apply_ttl=0.2)
+        assert state["controller"] == "cli"
+        await comm.htcdaskgateway_release(token="cli")  # the CLI exits
+        state = await comm.htcdaskgateway_renew(token="notebook", apply_ttl=0.2)
+        assert state == {"controller": "notebook", "target": {"kind": "scale", "n": 3},
+                         "generation": 1}  # fmt: skip
+        # A silent applier loses the role to the next client that asks.
+        await asyncio.sleep(0.3)
+        state = await comm.htcdaskgateway_renew(token="other", apply_ttl=0.2)
+        assert state["controller"] == "other"
 
     _with_lease_scheduler(monkeypatch, body)

@@ -1,7 +1,9 @@
+import re
 from pathlib import Path
 
 import pytest
 
+from htcdaskgateway.errors import SettingError
 from htcdaskgateway.settings import HTCondorSettings
 from htcdaskgateway.submit import quote_arguments, worker_job_description
 
@@ -10,17 +12,22 @@ from .conftest import make_credentials
 FILES = [Path("/stage/dask.crt"), Path("/stage/dask.pem")]
 
 
-def describe(lease_expiry=None, **overrides):
+GATEWAY = "http://gateway.test:8000"
+
+
+def describe(lease=None, **overrides):
     settings = HTCondorSettings.from_config(overrides)
     return worker_job_description(
-        settings, "abc123", "tls://127.0.0.1:18786", FILES, user="alice", lease_expiry=lease_expiry
-    )
+        settings, "abc123", "tls://127.0.0.1:18786", FILES, user="alice", gateway_id=GATEWAY,
+        lease=lease,
+    )  # fmt: skip
 
 
 def test_description_names_cluster_and_worker():
     description = describe()
     assert description["MY.HTCDaskGatewayCluster"] == '"abc123"'
     assert description["MY.HTCDaskGatewayUser"] == '"alice"'
+    assert description["MY.HTCDaskGatewayGateway"] == f'"{GATEWAY}"'
     assert description["batch_name"] == "dask-abc123"
     assert "--sni daskgateway-abc123" in description["arguments"]
     assert "--name htc-$(ClusterId).$(ProcId)" in description["arguments"]
@@ -70,7 +77,7 @@ def test_extra_directives_and_args():
 def test_refuses_names_that_are_not_gateway_cluster_names():
     settings = HTCondorSettings.from_config()
     with pytest.raises(ValueError, match="cluster name"):
-        worker_job_description(settings, 'x" || true', "tls://h:1", FILES, user="a")
+        worker_job_description(settings, 'x" || true', "tls://h:1", FILES, user="a", gateway_id="g")
 
 
 @pytest.mark.parametrize(
@@ -87,12 +94,14 @@ def test_quote_arguments(args, quoted):
     assert quote_arguments(args) == quoted
 
 
-def test_lease_removes_only_idle_jobs_and_lifetime_only_running_ones():
-    assert "periodic_remove" not in describe()
-    description = describe(lease_expiry=1_800_000_000, worker={"lifetime": 3600})
-    assert description["MY.HTCDaskGatewayLeaseExpiry"] == "1800000000"
+def test_lease_removes_idle_and_held_jobs_and_lifetime_only_running_ones():
+    # Without a lease the attribute is undefined and the rule never fires.
+    assert "MY.HTCDaskGatewayLeaseExpiry" not in describe()
+    description = describe(lease=60, worker={"lifetime": 3600})
+    # Relative to QDate, which the schedd sets on its own clock.
+    assert description["MY.HTCDaskGatewayLeaseExpiry"] == "QDate + 60"
     rules = description["periodic_remove"]
-    assert "(JobStatus == 1 && HTCDaskGatewayLeaseExpiry < time())" in rules
+    assert "((JobStatus == 1 || JobStatus == 5) && HTCDaskGatewayLeaseExpiry < time())" in rules
     assert "(JobStatus == 2 && time() - EnteredCurrentStatus > 3610)" in rules
     assert "--lifetime 3600" in description["arguments"]
 
@@ -114,5 +123,23 @@ def test_container_universe_and_extra_requirements_and_attributes():
 
 def test_user_names_are_quoted_as_classad_strings():
     settings = HTCondorSettings.from_config()
-    description = worker_job_description(settings, "abc123", "tls://h:1", FILES, user='ev"il\\')
+    description = worker_job_description(
+        settings, "abc123", "tls://h:1", FILES, user='ev"il\\', gateway_id="g"
+    )
     assert description["MY.HTCDaskGatewayUser"] == '"ev\\"il\\\\"'
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["MY.HTCDaskGatewayCluster", "+HTCDaskGatewayUser", "my.htcdaskgatewaygateway",
+     "MY.HTCDaskGatewayLeaseExpiry", "periodic_remove", "getenv", "Environment",
+     "transfer_input_files", "arguments"],
+)  # fmt: skip
+def test_extra_directives_cannot_override_what_keeps_jobs_owned_leased_and_secret(key):
+    with pytest.raises(SettingError, match=f"extra-directives.{re.escape(key)} may not be set"):
+        describe(submit={"extra-directives": {key: "true"}})
+
+
+def test_extra_attributes_cannot_take_htcdaskgateways_own_names():
+    with pytest.raises(SettingError, match=r"attributes\.HTCDaskGatewayCluster may not be set"):
+        describe(submit={"attributes": {"HTCDaskGatewayCluster": '"other"'}})

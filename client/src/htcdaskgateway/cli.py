@@ -14,7 +14,6 @@ from dask_gateway import GatewayClusterError
 from .errors import HTCondorError, SettingError
 from .gateway import HTCGateway
 from .jobs import JobStatus, WorkerJob, count_by_status
-from .naming import CLUSTER_ATTRIBUTE, checked_cluster_name
 
 # `status` shows at most this many of a cluster's jobs that ended this recently.
 ENDED_SHOWN = 5
@@ -36,6 +35,9 @@ def list_clusters() -> None:
     """Your running clusters with their idle, running and held jobs."""
     with HTCGateway() as gateway:
         clusters = sorted(gateway.list_clusters(), key=lambda report: report.name)
+    if not clusters:
+        click.echo("no running clusters")
+        return
     click.echo(f"{'NAME':<34} {'STATUS':<8} IDLE RUNNING HELD")
     for report in clusters:
         jobs = report.jobs
@@ -50,23 +52,21 @@ def status(name: str) -> None:
     with HTCGateway() as gateway:
         report = gateway.get_cluster(name)
         jobs = gateway.worker_jobs().get(name, [])
-        idle_reasons: dict[str, str | None] = {}
+        idle_reasons: dict[int, str | None] = {}
         for job in jobs:
-            submission = job.job_id.split(".")[0]
+            submission = job.job_id.cluster
             if job.status is JobStatus.IDLE and submission not in idle_reasons:
                 idle_reasons[submission] = gateway.sync(gateway.schedd.explain_idle, job.job_id)
+        selector = gateway.sync(gateway._jobs_selector, name)
         ended = gateway.sync(
-            gateway.schedd.history,
-            f'{CLUSTER_ATTRIBUTE} == "{checked_cluster_name(name)}"',
-            time.time() - RECENT,
-            ENDED_SHOWN,
+            gateway.schedd.history, selector.constraint(), time.time() - RECENT, ENDED_SHOWN
         )
     click.echo(f"cluster {name}: {report.status.name}")
     click.echo(f"jobs: idle/running/held {_counts(jobs)}")
     for job in jobs:
         reason = job.hold_reason
         if job.status is JobStatus.IDLE:
-            reason = idle_reasons.get(job.job_id.split(".")[0])
+            reason = idle_reasons.get(job.job_id.cluster)
         click.echo(
             f"  {job.job_id:<12} {job.status.name.lower()}" + (f"  ({reason})" if reason else "")
         )
@@ -80,10 +80,14 @@ def status(name: str) -> None:
 @click.argument("name")
 @click.argument("n", type=click.IntRange(min=0))
 def scale(name: str, n: int) -> None:
-    """Scale cluster NAME to N worker jobs."""
+    """Scale cluster NAME to N worker jobs, and keep it there.
+
+    The target is kept by the cluster's scheduler: an open client of the
+    cluster (a notebook) replaces jobs lost later.
+    """
     with HTCGateway() as gateway, gateway.connect(name) as cluster:
         cluster.scale(n)
-    click.echo(f"cluster {name}: scaled to {n} worker jobs")
+    click.echo(f"cluster {name}: scaled to {n} worker jobs (the cluster keeps this target)")
 
 
 @main.command()

@@ -20,6 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from .errors import CredentialError
 from .naming import CERT_FILE, KEY_FILE
 
+# How far this machine's clock may be behind the gateway's that issued the
+# certificate (it is issued at cluster start: "not valid before" is now).
+CLOCK_SKEW = datetime.timedelta(minutes=5)
+
 
 def check_credentials(
     tls_cert: str, tls_key: str, now: datetime.datetime | None = None
@@ -36,7 +40,7 @@ def check_credentials(
             "The cluster's TLS certificate expired at "
             f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; start a new cluster"
         )
-    if cert.not_valid_before_utc > now:
+    if cert.not_valid_before_utc > now + CLOCK_SKEW:
         raise CredentialError(
             f"The cluster's TLS certificate is not valid before "
             f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; check this machine's clock"

@@ -9,11 +9,11 @@ from typing import Any
 import dask.config
 from dask_gateway.client import ClusterReport
 
-from .cluster import HTCGatewayCluster, _worker_count
+from .cluster import HTCGatewayCluster, gateway_id
 from .compat import ClosingOnceGateway
-from .jobs import WorkerJob, count_by_status
-from .naming import CLUSTER_ATTRIBUTE, checked_cluster_name
-from .schedd import ANY_CLUSTER, ScheddClient
+from .jobs import JobSelector, WorkerJob, count_by_status
+from .reconciler import ScaleTarget
+from .schedd import ScheddClient
 from .settings import HTCondorSettings
 
 
@@ -32,9 +32,15 @@ class HTCGateway(ClosingOnceGateway):
     ) -> None:
         self.htcondor = dict(htcondor or {})
         settings = HTCondorSettings.from_config(self.htcondor)  # bad settings fail here
-        self.schedd = ScheddClient(settings.collector, settings.schedd)
+        self.htcondor_settings = settings
+        self.schedd = ScheddClient(settings.collector, settings.schedd, settings.schedd_timeout)
         self._adapting: dict[str, HTCGatewayCluster] = {}
         super().__init__(*args, **kwargs)
+
+    async def _jobs_selector(self, cluster_name: str | None = None) -> JobSelector:
+        """Your jobs (as the schedd knows you) of this gateway; of one cluster if named."""
+        gateway = gateway_id(self.htcondor_settings, self.address)
+        return JobSelector(await self.schedd.owner(), gateway, cluster_name)
 
     def _cluster_kwargs(self, htcondor: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return {
@@ -82,8 +88,9 @@ class HTCGateway(ClosingOnceGateway):
 
     async def _cluster_with_jobs(self, cluster_name: str) -> HTCClusterReport:
         report = await self._cluster_report(cluster_name)
-        constraint = f'{CLUSTER_ATTRIBUTE} == "{checked_cluster_name(cluster_name)}"'
-        return HTCClusterReport.extend(report, count_by_status(await self.schedd.jobs(constraint)))
+        selector = await self._jobs_selector(cluster_name)
+        jobs = await self.schedd.jobs(selector.constraint())
+        return HTCClusterReport.extend(report, count_by_status(jobs))
 
     def stop_cluster(self, cluster_name: str, **kwargs: Any) -> Any:
         """Remove a cluster's jobs, then stop it at the gateway."""
@@ -93,17 +100,21 @@ class HTCGateway(ClosingOnceGateway):
         adapting = self._adapting.pop(cluster_name, None)
         if adapting is not None:
             await adapting._stop_internal()
-        constraint = f'{CLUSTER_ATTRIBUTE} == "{checked_cluster_name(cluster_name)}"'
-        await self.schedd.remove(constraint, f"cluster {cluster_name} stopped")
+        selector = await self._jobs_selector(cluster_name)
+        await self.schedd.remove(selector.constraint(), f"cluster {cluster_name} stopped")
         await self._stop_cluster(cluster_name)
 
     def scale_cluster(self, cluster_name: str, n: int, **kwargs: Any) -> Any:
-        """Scale a cluster's HTCondor jobs to ``n`` (as ``connect(name).scale(n)``)."""
+        """Scale a cluster's HTCondor jobs to ``n`` (as ``connect(name).scale(n)``).
+
+        The target stays with the cluster's scheduler: an open client of the
+        cluster keeps it (replaces lost jobs) after this call returns.
+        """
         return self.sync(self._scale_by_name, cluster_name, n, **kwargs)
 
     async def _scale_by_name(self, cluster_name: str, n: int) -> None:
         async with self._connected(cluster_name) as cluster:
-            await cluster._scale(_worker_count(n, "scale_cluster()"))
+            await cluster._set_target(ScaleTarget(cluster._job_count(n, "scale_cluster()")))
 
     def adapt_cluster(
         self,
@@ -137,8 +148,7 @@ class HTCGateway(ClosingOnceGateway):
             return
         cluster = await self._connect_here(cluster_name)
         try:
-            adaptive = cluster.adaptive(minimum, maximum, **adapt_kwargs)
-            await cluster._adapt(adaptive)
+            await cluster._set_target(cluster.adaptive(minimum, maximum, **adapt_kwargs))
         except BaseException:
             await cluster._stop_internal()
             raise
@@ -171,7 +181,7 @@ class HTCGateway(ClosingOnceGateway):
 
     async def _clusters_with_jobs(self, status: Any = None) -> list[HTCClusterReport]:
         reports = await self._clusters(status=status)
-        jobs = await self.schedd.jobs(ANY_CLUSTER)
+        jobs = await self.schedd.jobs((await self._jobs_selector()).constraint())
         return [
             HTCClusterReport.extend(
                 report, count_by_status([j for j in jobs if j.cluster_name == report.name])
@@ -186,34 +196,35 @@ class HTCGateway(ClosingOnceGateway):
     async def _worker_jobs(self) -> dict[str, list[WorkerJob]]:
         clusters = await self._clusters()
         by_cluster: dict[str, list[WorkerJob]] = {c.name: [] for c in clusters}
-        for job in await self.schedd.jobs(ANY_CLUSTER):
+        for job in await self.schedd.jobs((await self._jobs_selector()).constraint()):
             if job.cluster_name in by_cluster and job.status.is_active:
                 by_cluster[job.cluster_name].append(job)
         return by_cluster
 
     def remove_orphaned_jobs(self, **kwargs: Any) -> dict[str, int]:
-        """Remove the jobs of clusters the gateway no longer runs.
+        """Remove the jobs of clusters this gateway no longer runs.
 
         Such jobs are left when a client dies before it can shut its cluster
-        down. Only your own jobs (as the schedd knows you) are considered.
-        Returns the number of jobs removed per cluster name.
+        down. Only your own jobs (as the schedd knows you) that carry this
+        gateway's ``gateway-id`` are considered: another gateway's clusters
+        sharing the schedd are not this one's to judge. Returns the number
+        of jobs removed per cluster name.
         """
         return self.sync(self._remove_orphaned_jobs, **kwargs)
 
     async def _remove_orphaned_jobs(self) -> dict[str, int]:
+        # Jobs first, clusters second: a cluster started in between has no
+        # job in the first answer, so it cannot be judged orphaned.
+        selector = await self._jobs_selector()
+        jobs = await self.schedd.jobs(selector.constraint())
         live = {c.name for c in await self._clusters()}
-        # Other users' clusters are not ours to judge, even if the schedd
-        # would refuse to remove their jobs anyway.
-        mine = await self.schedd.own_jobs_constraint()
-        jobs = await self.schedd.jobs(f"{ANY_CLUSTER} && {mine}")
         orphans = sorted(
             {j.cluster_name for j in jobs if j.cluster_name and j.cluster_name not in live}
         )
         removed = {}
         for name in orphans:
-            constraint = f'{CLUSTER_ATTRIBUTE} == "{checked_cluster_name(name)}"'
             removed[name] = await self.schedd.remove(
-                constraint, f"gateway cluster {name} no longer exists"
+                selector.for_cluster(name).constraint(), f"gateway cluster {name} no longer exists"
             )
         return removed
 

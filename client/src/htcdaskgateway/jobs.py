@@ -1,9 +1,63 @@
-"""What the client knows about a worker job."""
+"""What the client knows about worker jobs: identity, state, selection, tracking.
+
+``JobSelector`` is the one place a job constraint is written: every query
+and action on worker jobs goes through it, so none can reach a job that is
+not the user's, or not the gateway's. ``JobTracker`` keeps the table of a
+cluster's jobs and learns how those that left ended; it only reads.
+"""
 
 from __future__ import annotations
 
 import enum
+import logging
+import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import HTCondorError
+from .naming import CLUSTER_ATTRIBUTE, GATEWAY_ATTRIBUTE, checked_cluster_name
+
+if TYPE_CHECKING:
+    from .schedd import Schedd
+
+logger = logging.getLogger(__name__)
+
+_JOB_ID = re.compile(r"(\d+)\.(\d+)")
+
+
+class JobId(str):
+    """An HTCondor job id, ``"<ClusterId>.<ProcId>"``, with both parts as numbers.
+
+    A ``str`` so that it prints, compares and serialises as the id users
+    know from ``condor_q``; built only from a well-formed id.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> JobId:
+        if isinstance(value, JobId):
+            return value
+        if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
+            raise ValueError(f"Not an HTCondor job id: {value!r}")
+        return super().__new__(cls, value)
+
+    @classmethod
+    def of(cls, cluster: int, proc: int) -> JobId:
+        return cls(f"{int(cluster)}.{int(proc)}")
+
+    @property
+    def cluster(self) -> int:
+        return int(self.partition(".")[0])
+
+    @property
+    def proc(self) -> int:
+        return int(self.partition(".")[2])
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        return self.cluster, self.proc
 
 
 class JobStatus(enum.IntEnum):
@@ -23,9 +77,13 @@ class JobStatus(enum.IntEnum):
         return self not in (JobStatus.REMOVED, JobStatus.COMPLETED)
 
 
+# HoldReasonCode of a job submitted with spool=True until its files arrive.
+SPOOLING_INPUT = 16
+
+
 @dataclass(frozen=True)
 class WorkerJob:
-    job_id: str  # "ClusterId.ProcId"
+    job_id: JobId
     status: JobStatus
     hold_reason: str | None = None
     cluster_name: str | None = None  # the gateway cluster the job belongs to
@@ -33,30 +91,44 @@ class WorkerJob:
     user: str | None = None  # the gateway user the job works for
     last_rejection: str | None = None  # the negotiator's last "no match" reason
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "job_id", JobId(self.job_id))
+
+    @property
+    def is_spooling(self) -> bool:
+        """Held only until its input files reach the schedd's spool."""
+        return self.status is JobStatus.HELD and self.hold_reason_code == SPOOLING_INPUT
+
     @property
     def is_stuck(self) -> bool:
         """Held for a reason other than its input files still being spooled."""
-        return self.status is JobStatus.HELD and self.hold_reason_code != SPOOLING_INPUT
-
-
-# HoldReasonCode of a job submitted with spool=True until its files arrive.
-SPOOLING_INPUT = 16
+        return self.status is JobStatus.HELD and not self.is_spooling
 
 
 @dataclass(frozen=True)
 class EndedJob:
     """A job that left the queue, as the schedd's history recorded it."""
 
-    job_id: str
+    job_id: JobId
     status: JobStatus  # COMPLETED (ended on its own) or REMOVED
     exit_code: int | None = None
     exit_signal: int | None = None
     run_seconds: float | None = None
+    # The schedd's own reason for a removal; set when a periodic_remove
+    # expression (the lease) removed it rather than a person or a client.
+    removed_by_policy: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "job_id", JobId(self.job_id))
 
     def describe(self) -> str:
         """What happened, e.g. "job 12.0 exited with code 1 after 61 s"."""
         if self.status is JobStatus.REMOVED:
-            how = "was removed"
+            how = (
+                "was removed by the schedd's lease check"
+                if self.removed_by_policy
+                else "was removed"
+            )
         elif self.exit_signal is not None:
             how = f"was killed by signal {self.exit_signal}"
         else:
@@ -65,30 +137,207 @@ class EndedJob:
         return f"job {self.job_id} {how}{after}"
 
     def failed(self, worker_joined: bool) -> bool:
-        """Ended on its own without serving: its worker never joined, or it crashed."""
+        """Ended without serving: its worker never joined, it crashed, or the lease removed it.
+
+        A job the schedd removed because its lease had lapsed counts too: a
+        replacement would carry the same lease and go the same way.
+        """
+        if self.status is JobStatus.REMOVED:
+            return self.removed_by_policy
         if self.status is not JobStatus.COMPLETED:
             return False
         return not worker_joined or self.exit_signal is not None or self.exit_code != 0
 
 
-def count_by_status(jobs: list[WorkerJob]) -> dict[str, int]:
-    """Idle, running and held counts, for tables and reports."""
+@dataclass(frozen=True)
+class JobSelector:
+    """Which worker jobs a query or action may touch, as one ClassAd constraint.
+
+    ``owner`` is the HTCondor identity the schedd authenticated this client
+    as (its ``User`` attribute, ``name@domain``): another user's job that
+    carries the same cluster name never matches. ``gateway`` names the
+    gateway whose clusters the jobs serve (``GATEWAY_ATTRIBUTE``), so two
+    gateways sharing a schedd never judge each other's jobs.
+    """
+
+    owner: str
+    gateway: str
+    cluster: str | None = None  # None: every cluster of this gateway
+
+    def __post_init__(self) -> None:
+        if self.cluster is not None:
+            checked_cluster_name(self.cluster)
+
+    def for_cluster(self, cluster: str) -> JobSelector:
+        return JobSelector(self.owner, self.gateway, cluster)
+
+    def constraint(self, *statuses: JobStatus) -> str:
+        terms = [f"User == {classad_string(self.owner)}"]
+        terms.append(f"{GATEWAY_ATTRIBUTE} == {classad_string(self.gateway)}")
+        if self.cluster is None:
+            terms.append(f"{CLUSTER_ATTRIBUTE} =!= undefined")
+        else:
+            terms.append(f"{CLUSTER_ATTRIBUTE} == {classad_string(self.cluster)}")
+        if statuses:
+            terms.append("(" + " || ".join(f"JobStatus == {int(s)}" for s in statuses) + ")")
+        return " && ".join(terms)
+
+
+def classad_string(value: str) -> str:
+    """``value`` as a ClassAd string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def count_by_status(jobs: Iterable[WorkerJob]) -> dict[str, int]:
+    """Idle, running and held counts, for tables and reports.
+
+    Jobs held only while their input is spooled count as idle: they are on
+    their way, not in trouble.
+    """
     counts = {"idle": 0, "running": 0, "held": 0}
     for job in jobs:
-        name = job.status.name.lower()
+        name = "idle" if job.is_spooling else job.status.name.lower()
         if name in counts:
             counts[name] += 1
     return counts
 
 
-def removal_order(jobs: list[WorkerJob]) -> list[WorkerJob]:
+def removal_order(jobs: Iterable[WorkerJob]) -> list[WorkerJob]:
     """Jobs in the order to remove them when scaling down.
 
     Idle and held jobs hold no data, so they go first; among running ones
     the newest go first, as they have done the least work.
     """
     rank = {JobStatus.IDLE: 0, JobStatus.HELD: 1}
-    return sorted(
-        jobs,
-        key=lambda job: (rank.get(job.status, 2), [-int(p) for p in job.job_id.split(".")]),
-    )
+
+    def key(job: WorkerJob) -> tuple[int, int, int]:
+        cluster, proc = job.job_id.sort_key
+        return rank.get(job.status, 2), -cluster, -proc
+
+    return sorted(jobs, key=key)
+
+
+# An idle job is matched against the pool's slots to explain why it waits
+# once it has been idle this long (seconds); one explanation per submit
+# transaction is reused for IDLE_REASON_TTL seconds, and at most one is
+# asked for per refresh.
+IDLE_EXPLAIN_AFTER = 5.0
+IDLE_REASON_TTL = 60.0
+# Jobs that end on their own without a worker joining are replaced, but
+# after this many in a row the cluster stops submitting until a new target
+# is set: a worker that cannot start would otherwise be resubmitted forever.
+FAILURES_BEFORE_PAUSE = 3
+# Seconds to keep looking for a vanished job in the schedd's history.
+HISTORY_WAIT = 60.0
+
+
+class JobTracker:
+    """The cluster's jobs as last seen, and what became of those that left.
+
+    ``refresh()`` reads the queue (the selector's jobs only) and the
+    history of jobs that left it unasked, counting failures in a row;
+    ``explain_idle()`` asks the pool why idle jobs wait, rate-limited.
+    Nothing here acts on jobs.
+    """
+
+    def __init__(self, schedd: Schedd, gateway_id: str, cluster: str, clock: Any = time) -> None:
+        self.schedd = schedd
+        self.gateway_id = gateway_id
+        self.cluster = checked_cluster_name(cluster)
+        self._clock = clock
+        self.table: list[WorkerJob] = []  # active jobs, as of the last refresh
+        self.joined: set[JobId] = set()  # jobs whose worker has joined the scheduler
+        self.failures: list[EndedJob] = []  # newest last
+        self.failures_in_a_row = 0
+        self._last_seen: dict[JobId, float] = {}  # epoch second last seen queued
+        self._removed_here: set[JobId] = set()
+        self._idle_since: dict[JobId, float] = {}
+        self._idle_reasons: dict[int, tuple[float, str]] = {}  # ClusterId -> (when, why)
+
+    @property
+    def paused(self) -> bool:
+        """Too many jobs in a row ended without serving: submit no more for now."""
+        return self.failures_in_a_row >= FAILURES_BEFORE_PAUSE
+
+    def reset_failures(self) -> None:
+        self.failures_in_a_row = 0
+
+    def submitted(self, job_ids: Iterable[JobId]) -> None:
+        # Watched from now on, so a job that fails before the next look is noticed.
+        self._last_seen.update(dict.fromkeys(job_ids, self._clock.time()))
+
+    def removing(self, job_ids: Iterable[JobId]) -> None:
+        self._removed_here.update(job_ids)
+
+    def saw_workers(self, job_ids: Iterable[JobId]) -> None:
+        """The jobs whose workers are in the scheduler now."""
+        new = set(job_ids) - self.joined
+        if new:
+            self.failures_in_a_row = 0  # a worker joined: the jobs can work
+            self.joined |= new
+
+    async def selector(self) -> JobSelector:
+        """This cluster's jobs, of this user (as the schedd knows them) and gateway."""
+        return JobSelector(await self.schedd.owner(), self.gateway_id, self.cluster)
+
+    async def refresh(self) -> list[WorkerJob]:
+        selector = await self.selector()
+        jobs = await self.schedd.jobs(selector.constraint())
+        self.table = [job for job in jobs if job.status.is_active]
+        await self._notice_ended(self.table)
+        return self.table
+
+    async def _notice_ended(self, active: list[WorkerJob]) -> None:
+        now = self._clock.time()
+        queued = {job.job_id for job in active}
+        self._last_seen.update(dict.fromkeys(queued, now))
+        gone = []
+        for job_id in [job_id for job_id in self._last_seen if job_id not in queued]:
+            if job_id in self._removed_here:  # removed by this client: nothing to learn
+                self._removed_here.discard(job_id)
+                del self._last_seen[job_id]
+            else:
+                gone.append(job_id)
+        if not gone:
+            return
+        # The history scan stops at jobs that left well before these were last seen.
+        not_before = int(min(self._last_seen[job_id] for job_id in gone) - HISTORY_WAIT)
+        try:
+            ended = await self.schedd.ended(gone, not_before)
+        except HTCondorError:
+            logger.warning("Could not learn how jobs %s ended", gone)
+            ended = []
+        for job in ended:
+            if self._last_seen.pop(job.job_id, None) is None:
+                continue
+            if job.failed(worker_joined=job.job_id in self.joined):
+                self.failures = [*self.failures[-(FAILURES_BEFORE_PAUSE * 3) :], job]
+                self.failures_in_a_row += 1
+        for job_id in gone:  # never recorded (history off, or a slow history)
+            if now - self._last_seen.get(job_id, now) > HISTORY_WAIT:
+                self._last_seen.pop(job_id, None)
+
+    async def explain_idle(self) -> None:
+        """Learn why long-idle jobs wait: at most one question to the pool per call."""
+        now = self._clock.monotonic()
+        idle = [job for job in self.table if job.status is JobStatus.IDLE]
+        self._idle_since = {job.job_id: self._idle_since.get(job.job_id, now) for job in idle}
+        for job in idle:
+            known = self._idle_reasons.get(job.job_id.cluster)
+            if now - self._idle_since[job.job_id] < IDLE_EXPLAIN_AFTER:
+                continue
+            if known is None or now - known[0] > IDLE_REASON_TTL:
+                reason = await self.schedd.explain_idle(job.job_id)
+                self._idle_reasons[job.job_id.cluster] = (now, reason or "")
+                return
+
+    def reason(self, job: WorkerJob) -> str:
+        """Why a job is held, or idle, as far as known; "" otherwise."""
+        if job.is_spooling:
+            return "transferring input files to the schedd"
+        if job.status is JobStatus.HELD:
+            return job.hold_reason or ""
+        if job.status is JobStatus.IDLE:
+            known = self._idle_reasons.get(job.job_id.cluster)
+            return (known[1] if known else "") or job.last_rejection or ""
+        return ""

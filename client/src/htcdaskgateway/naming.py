@@ -11,6 +11,9 @@ WORKER_NAME_PREFIX = "htc-"
 WORKER_NAME_TEMPLATE = WORKER_NAME_PREFIX + "$(ClusterId).$(ProcId)"
 # ClassAd attribute that ties a job to its gateway cluster.
 CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
+# ClassAd attribute naming the gateway whose cluster the job serves
+# (gateway.htcondor.gateway-id): cleanup judges only its own gateway's jobs.
+GATEWAY_ATTRIBUTE = "HTCDaskGatewayGateway"
 # ClassAd attribute naming the gateway user the job works for.
 USER_ATTRIBUTE = "HTCDaskGatewayUser"
 # ClassAd attribute holding the epoch second the client lease ends; an idle
@@ -31,8 +34,9 @@ def worker_name(job_id: str) -> str:
     return WORKER_NAME_PREFIX + job_id
 
 
-def job_id_of_worker(name: str) -> str | None:
-    return name[len(WORKER_NAME_PREFIX) :] if is_htcondor_worker(name) else None
+def job_id_of_worker(name: object) -> str | None:
+    """The job id in an HTCondor worker's name, ``None`` for other workers."""
+    return name[len(WORKER_NAME_PREFIX) :] if is_htcondor_worker(name) else None  # type: ignore[index]
 
 
 def scheduler_sni(cluster_name: str) -> str:

@@ -1,36 +1,58 @@
 """The only module that talks to HTCondor (through the htcondor2 bindings).
 
 Binding calls block, so each runs in one worker thread per process, off
-the event loop, in the order they were made.
+the event loop, in the order they were made, and is given up on after the
+configured timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import classad2
 import htcondor2
 
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
-from .jobs import EndedJob, JobStatus, WorkerJob
+from .jobs import EndedJob, JobId, JobStatus, WorkerJob
 from .naming import CLUSTER_ATTRIBUTE, USER_ATTRIBUTE
 
 T = TypeVar("T")
 
 _PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode", "LastRejMatchReason",
-    CLUSTER_ATTRIBUTE, USER_ATTRIBUTE,
+    "ServerTime", CLUSTER_ATTRIBUTE, USER_ATTRIBUTE,
 ]  # fmt: skip
 _HISTORY_PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "ExitCode", "ExitBySignal", "ExitSignal",
-    "JobCurrentStartDate", "EnteredCurrentStatus",
+    "JobCurrentStartDate", "EnteredCurrentStatus", "RemoveReason",
 ]  # fmt: skip
-# Every job of every gateway cluster, whichever cluster it belongs to.
-ANY_CLUSTER = f"{CLUSTER_ATTRIBUTE} =!= undefined"
+# Slot attributes every explanation of an idle job reads, besides those the
+# job's and the slots' requirements name.
+_SLOT_PROJECTION = [
+    "Name", "Requirements", "START", "WithinResourceLimits", "Cpus", "Memory", "Disk", "GPUs",
+    "TotalSlotCpus", "TotalSlotMemory", "TotalSlotDisk", "DynamicSlot", "PartitionableSlot",
+]  # fmt: skip
+
+
+class Schedd(Protocol):
+    """What the rest of the client needs of a schedd: ``ScheddClient``, or a fake in tests."""
+
+    async def owner(self) -> str: ...
+    def schedd_time(self) -> float: ...
+    async def submit(self, description: Mapping[str, str], count: int) -> list[JobId]: ...
+    async def jobs(self, constraint: str) -> list[WorkerJob]: ...
+    async def ended(self, job_ids: list[JobId], not_before: int) -> list[EndedJob]: ...
+    async def history(
+        self, constraint: str, not_before: int, limit: int = -1
+    ) -> list[EndedJob]: ...
+    async def edit(self, constraint: str, attribute: str, value: str) -> None: ...
+    async def explain_idle(self, job_id: JobId) -> str | None: ...
+    async def remove(self, job_spec: list[JobId] | str, reason: str) -> int: ...
 
 
 @functools.cache
@@ -42,16 +64,30 @@ class ScheddClient:
     """A schedd, found through the collector on first use.
 
     After a failed call it is looked up again: a restarted schedd may have
-    a new address.
+    a new address. A call not answered within ``timeout`` seconds raises
+    ``ScheddUnavailableError`` (the binding's thread may still finish it);
+    callers retry on their own schedule, and nothing that must stay timely
+    (the client lease) waits for a schedd call.
     """
 
-    def __init__(self, collector: str | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, collector: str | None = None, name: str | None = None, timeout: float = 60.0
+    ) -> None:
         self.collector = collector
         self.name = name
+        self.timeout = timeout
         self._location: classad2.ClassAd | None = None  # the schedd's ad, from the collector
+        self._owner: str | None = None
+        # Seconds the schedd's clock is ahead of this machine's, from the
+        # ServerTime of the last query that returned jobs.
+        self.clock_offset = 0.0
 
     def __repr__(self) -> str:
         return f"ScheddClient(collector={self.collector!r}, name={self.name!r})"
+
+    def schedd_time(self) -> float:
+        """Now, on the schedd's clock as last measured."""
+        return time.time() + self.clock_offset
 
     async def _call(self, func: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -62,7 +98,13 @@ class ScheddClient:
                 # Executors take no new work once the interpreter is exiting,
                 # but shutdown at exit must still remove the jobs: call directly.
                 return func(*args)
-            return await future
+            try:
+                return await asyncio.wait_for(future, self.timeout)
+            except TimeoutError:
+                raise ScheddUnavailableError(
+                    f"The schedd did not answer within {self.timeout:g} s "
+                    "(gateway.htcondor.schedd-timeout): it is busy or unreachable"
+                ) from None
         except HTCondorError:
             self._location = None
             raise
@@ -95,11 +137,13 @@ class ScheddClient:
         # htcondor2.Schedd holds only the address; each call opens a connection.
         return htcondor2.Schedd(self._location)
 
-    async def own_jobs_constraint(self) -> str:
-        """A constraint matching the jobs of the identity this client submits as."""
-        return await self._call(self._own_jobs_constraint)
+    async def owner(self) -> str:
+        """The HTCondor identity (``User``: ``name@domain``) the schedd knows this client as."""
+        if self._owner is None:
+            self._owner = await self._call(self._identity)
+        return self._owner
 
-    def _own_jobs_constraint(self) -> str:
+    def _identity(self) -> str:
         self._locate()
         try:
             reply = htcondor2.ping(self._location, "WRITE")  # the schedd's view of who we are
@@ -108,9 +152,9 @@ class ScheddClient:
         identity = reply.get("MyRemoteUserName")
         if not isinstance(identity, str):
             raise HTCondorError("The schedd did not say which user this client acts as")
-        return f"User == {classad2.quote(identity)}"
+        return identity
 
-    async def submit(self, description: Mapping[str, str], count: int) -> list[str]:
+    async def submit(self, description: Mapping[str, str], count: int) -> list[JobId]:
         """Queue ``count`` jobs in one transaction and spool their input files.
 
         The jobs wait on hold until their input files are in the schedd's
@@ -118,18 +162,20 @@ class ScheddClient:
         """
         return await self._call(self._submit, dict(description), count)
 
-    def _submit(self, description: dict[str, str], count: int) -> list[str]:
+    def _submit(self, description: dict[str, str], count: int) -> list[JobId]:
         schedd = self._locate()
         try:
             result = schedd.submit(htcondor2.Submit(description), count=count, spool=True)
         except htcondor2.HTCondorException as exc:
             raise SubmitError(f"The schedd refused the worker jobs: {exc}") from None
         cluster, first = result.cluster(), result.first_proc()
-        job_ids = [f"{cluster}.{first + i}" for i in range(result.num_procs())]
+        job_ids = [JobId.of(cluster, first + i) for i in range(result.num_procs())]
         try:
             schedd.spool(result)
         except htcondor2.HTCondorException as exc:
-            schedd.act(htcondor2.JobAction.Remove, job_ids, "input files could not be spooled")
+            schedd.act(
+                htcondor2.JobAction.Remove, [str(j) for j in job_ids], "input files not spooled"
+            )
             raise SubmitError(
                 f"Could not send the worker credentials to the schedd: {exc}"
             ) from None
@@ -144,10 +190,12 @@ class ScheddClient:
             ads = self._locate().query(constraint, projection=_PROJECTION)
         except htcondor2.HTCondorException as exc:
             raise HTCondorError(f"Could not query the schedd: {exc}") from None
+        if ads and isinstance(ads[0].get("ServerTime"), int):
+            self.clock_offset = ads[0]["ServerTime"] - time.time()
         ads = sorted(ads, key=lambda ad: (ad["ClusterId"], ad["ProcId"]))
         return [
             WorkerJob(
-                job_id=f"{ad['ClusterId']}.{ad['ProcId']}",
+                job_id=JobId.of(ad["ClusterId"], ad["ProcId"]),
                 status=JobStatus(ad["JobStatus"]),
                 hold_reason=_string_or_none(ad.get("HoldReason")),
                 cluster_name=_string_or_none(ad.get(CLUSTER_ATTRIBUTE)),
@@ -158,14 +206,14 @@ class ScheddClient:
             for ad in ads
         ]
 
-    async def ended(self, job_ids: list[str], not_before: int) -> list[EndedJob]:
+    async def ended(self, job_ids: list[JobId], not_before: int) -> list[EndedJob]:
         """How the given jobs ended, for those the schedd's history has recorded.
 
         ``not_before`` (epoch seconds) bounds the scan: the history is read
         from its newest record back to the first that left before then.
         """
         wanted = set(job_ids)
-        clusters = sorted({int(job_id.split(".")[0]) for job_id in wanted})
+        clusters = sorted({job_id.cluster for job_id in wanted})
         constraint = " || ".join(f"ClusterId == {cluster}" for cluster in clusters) or "false"
         ended = await self.history(constraint, not_before)
         return [job for job in ended if job.job_id in wanted]
@@ -196,21 +244,19 @@ class ScheddClient:
         except htcondor2.HTCondorException as exc:
             raise HTCondorError(f"Could not update worker jobs: {exc}") from None
 
-    async def explain_idle(self, job_id: str) -> str | None:
+    async def explain_idle(self, job_id: JobId) -> str | None:
         """Why an idle job has not started, from matching it against the pool's slots."""
         return await self._call(self._explain_idle, job_id)
 
-    def _explain_idle(self, job_id: str) -> str | None:
-        cluster, proc = (int(part) for part in job_id.split("."))
+    def _explain_idle(self, job_id: JobId) -> str | None:
         try:
-            ads = self._locate().query(f"ClusterId == {cluster} && ProcId == {proc}")
-            slots = self._collector().query(htcondor2.AdType.Startd)
+            ads = self._locate().query(f"ClusterId == {job_id.cluster} && ProcId == {job_id.proc}")
+            if not ads:
+                return None
+            job = ads[0]
+            slots = _whole_slots(self._slots(_referenced(job, "Requirements", other=True)))
         except htcondor2.HTCondorException as exc:
             raise HTCondorError(f"Could not look at the pool: {exc}") from None
-        if not ads:
-            return None
-        job = ads[0]
-        slots = _whole_slots(slots)
         matching = sum(1 for slot in slots if job.symmetricMatch(slot))
         if matching == 0:
             return (
@@ -219,15 +265,32 @@ class ScheddClient:
             )
         return f"waiting for a free slot; {matching} of the pool's {len(slots)} slots could run it"
 
-    async def remove(self, job_spec: list[str] | str, reason: str) -> int:
+    def _slots(self, job_refs: set[str]) -> list[Any]:
+        # Slot ads are large (hundreds of attributes) and a facility has
+        # thousands: read only what matching needs, the attributes the job's
+        # requirements name and those the slots' own policy names (found by
+        # reading it; references nest, hence the rounds).
+        projection = set(_SLOT_PROJECTION) | job_refs
+        while True:
+            slots = self._collector().query(htcondor2.AdType.Startd, projection=sorted(projection))
+            wanted = set(projection)
+            for slot in slots[:20]:  # the slots of a pool share a few policies
+                for attribute in ("Requirements", "START", "WithinResourceLimits"):
+                    wanted |= _referenced(slot, attribute, other=False)
+            if wanted <= projection:
+                return slots
+            projection = wanted
+
+    async def remove(self, job_spec: list[JobId] | str, reason: str) -> int:
         """Remove jobs given by ids or by a constraint; returns how many were removed."""
         return await self._call(self._remove, job_spec, reason)
 
-    def _remove(self, job_spec: list[str] | str, reason: str) -> int:
+    def _remove(self, job_spec: list[JobId] | str, reason: str) -> int:
         if not job_spec:
             return 0
+        spec = job_spec if isinstance(job_spec, str) else [str(job) for job in job_spec]
         try:
-            result = self._locate().act(htcondor2.JobAction.Remove, job_spec, reason)
+            result = self._locate().act(htcondor2.JobAction.Remove, spec, reason)
         except htcondor2.HTCondorException as exc:
             raise HTCondorError(f"Could not remove worker jobs: {exc}") from None
         return int(result.get("TotalSuccess", 0))
@@ -238,12 +301,28 @@ def _ended_job(ad: Any) -> EndedJob:
     by_signal = ad.get("ExitBySignal") is True
     ran = _int_or_none(started) and _int_or_none(finished)
     return EndedJob(
-        job_id=f"{ad['ClusterId']}.{ad['ProcId']}",
+        job_id=JobId.of(ad["ClusterId"], ad["ProcId"]),
         status=JobStatus(ad["JobStatus"]),
         exit_code=None if by_signal else _int_or_none(ad.get("ExitCode")),
         exit_signal=_int_or_none(ad.get("ExitSignal")) if by_signal else None,
         run_seconds=float(finished - started) if ran else None,
+        # The schedd's own words for a removal by the job's periodic_remove.
+        removed_by_policy="PeriodicRemove" in (_string_or_none(ad.get("RemoveReason")) or ""),
     )
+
+
+def _referenced(ad: Any, attribute: str, other: bool) -> set[str]:
+    """Attribute names an expression of ``ad`` reads: of the matched ad (``other``) or its own."""
+    if attribute not in ad:
+        return set()
+    expression = ad.lookup(attribute)
+    refs = ad.externalRefs(expression) if other else ad.internalRefs(expression)
+    names = set()
+    for ref in map(str, refs):
+        scope, _, name = ref.rpartition(".")
+        if scope.upper() in ("", "TARGET", "MY"):
+            names.add(name)
+    return names
 
 
 def _whole_slots(slots: list[Any]) -> list[Any]:

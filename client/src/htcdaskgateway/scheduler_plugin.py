@@ -8,6 +8,14 @@ worker would be closed seconds after joining. It picks its victims with
 there. They leave only when a client retires them (through this plugin's
 ``htcdaskgateway_workers_to_close``) or removes their job.
 
+It holds the cluster's wanted size, its **target** (``{"kind": "scale",
+"n": 3}`` or ``{"kind": "adapt", ...}``), so that the target outlives the
+client that set it: every open client of the cluster watches it, and one of
+them at a time, the **applier**, compares it with the cluster's jobs and
+submits or removes. A client that sets a target becomes the applier; when
+the applier goes silent or lets go, the next watching client takes over.
+The scheduler itself never talks to HTCondor (it has no credentials there).
+
 It also keeps the cluster's client lease: a client that would shut the
 cluster down when it is done renews a lease here. If it dies without
 releasing it, the lease lapses and the plugin stops the cluster through the
@@ -42,7 +50,10 @@ class KeepHTCondorWorkers(SchedulerPlugin):
     def __init__(self) -> None:
         self.scheduler: Any = None
         self.leases: dict[str, float] = {}  # holder token -> monotonic expiry
-        self.controller: str | None = None
+        self.target: dict[str, Any] | None = None
+        self.generation = 0  # counts target changes, so appliers notice a new one
+        self.applier: str | None = None
+        self._applier_expiry = 0.0
         self._closing_on_purpose = False
         self._lease_task: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -52,7 +63,8 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         scheduler.handlers.update(
             {
                 "htcdaskgateway_renew": self.renew,
-                "htcdaskgateway_take_control": self.take_control,
+                "htcdaskgateway_set_target": self.set_target,
+                "htcdaskgateway_release": self.release,
                 "htcdaskgateway_workers_to_close": self.workers_to_close,
                 "htcdaskgateway_adaptive_target": self.adaptive_target,
             }
@@ -91,21 +103,45 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         with self._htcondor_workers_closable():
             return int(self.scheduler.adaptive_target(target_duration=target_duration))
 
-    def renew(self, token: str, ttl: float | None = None) -> dict[str, Any]:
-        """Renew (``ttl`` seconds), release (``ttl`` 0) or only read a lease.
+    def renew(
+        self, token: str, ttl: float | None = None, apply_ttl: float | None = None
+    ) -> dict[str, Any]:
+        """Renew (``ttl`` seconds), release (``ttl`` 0) or only read a client lease.
 
-        Returns which client controls the cluster's size.
+        With ``apply_ttl``, the client offers to apply the target: it becomes
+        (or stays) the applier for that long unless another client holds
+        that role. Returns the state every client watches (``_state``).
         """
+        now = time.monotonic()
         if ttl is not None:
             if ttl > 0:
-                self.leases[token] = time.monotonic() + ttl
+                self.leases[token] = now + ttl
             else:
                 self.leases.pop(token, None)
-        return {"controller": self.controller}
+        if apply_ttl is not None and (self.applier in (None, token) or self._applier_expiry < now):
+            self.applier, self._applier_expiry = token, now + apply_ttl
+        return self._state()
 
-    def take_control(self, token: str) -> None:
-        """Make ``token``'s client the one that holds the cluster at its size."""
-        self.controller = token
+    def set_target(
+        self, token: str, target: dict[str, Any] | None, apply_ttl: float
+    ) -> dict[str, Any]:
+        """Make ``target`` the cluster's wanted size and ``token``'s client its applier."""
+        self.target = target
+        self.generation += 1
+        self.applier, self._applier_expiry = token, time.monotonic() + apply_ttl
+        logger.info("Cluster target set to %s", target)
+        return self._state()
+
+    def release(self, token: str) -> dict[str, Any]:
+        """Stop being the applier (a client closing); the target stays."""
+        if self.applier == token:
+            self.applier = None
+        return self._state()
+
+    def _state(self) -> dict[str, Any]:
+        # "controller" names the applier; every reply carries it, which is
+        # how a client tells this plugin is loaded.
+        return {"controller": self.applier, "target": self.target, "generation": self.generation}
 
     async def _watch_leases(self) -> None:
         while True:

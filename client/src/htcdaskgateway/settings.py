@@ -61,6 +61,9 @@ class HTCondorSettings:
     scheduler_address: str | None
     lease: int
     watch_interval: float
+    schedd_timeout: float
+    max_jobs: int
+    gateway_id: str | None
     worker: WorkerSettings
     submit: SubmitSettings
 
@@ -88,6 +91,9 @@ class HTCondorSettings:
             scheduler_address=_scheduler_address(raw["scheduler-address"]),
             lease=0 if raw["lease"] in (0, None) else _positive_int(raw["lease"], "lease"),
             watch_interval=_positive_number(raw["watch-interval"], "watch-interval"),
+            schedd_timeout=_positive_number(raw["schedd-timeout"], "schedd-timeout"),
+            max_jobs=_positive_int(raw["max-jobs"], "max-jobs"),
+            gateway_id=_optional_str(raw["gateway-id"], "gateway-id"),
             worker=WorkerSettings(
                 executable=_required_str(worker["executable"], "worker.executable"),
                 cores=cores,
@@ -213,13 +219,39 @@ def _batch_name(value: object) -> str:
     return template
 
 
+# Submit commands that keep a worker job owned, leased and secret; what the
+# client sets there is not the user's to change through extra-directives.
+PROTECTED_COMMANDS = frozenset(
+    {
+        "periodic_remove", "getenv", "environment", "env", "arguments", "args",
+        "transfer_input_files", "executable", "transfer_executable", "leave_in_queue",
+    }
+)  # fmt: skip
+PROTECTED_ATTRIBUTE_PREFIX = "htcdaskgateway"
+
+
+def _protected(command: str) -> bool:
+    name = command.strip().lower()
+    for prefix in ("+", "my."):
+        if name.startswith(prefix):
+            return name[len(prefix) :].startswith(PROTECTED_ATTRIBUTE_PREFIX)
+    return name in PROTECTED_COMMANDS
+
+
 def _directives(value: object) -> tuple[tuple[str, str], ...]:
+    setting = "submit.extra-directives"
     if not isinstance(value, Mapping):
-        raise _fail("submit.extra-directives", "a mapping of submit commands to values", value)
+        raise _fail(setting, "a mapping of submit commands to values", value)
     items = []
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str | int | float | bool):
-            raise _fail("submit.extra-directives", "a mapping of strings to strings", value)
+            raise _fail(setting, "a mapping of strings to strings", value)
+        if _protected(key):
+            raise SettingError(
+                f"{PREFIX}.{setting}.{key} may not be set: htcdaskgateway sets it to keep the "
+                "worker jobs owned, leased and free of secrets (worker settings cover the "
+                "executable and its arguments)"
+            )
         items.append((key, str(item)))
     return tuple(items)
 
@@ -245,8 +277,13 @@ def _attributes(value: object) -> tuple[tuple[str, str], ...]:
         raise _fail("submit.attributes", "a mapping of ClassAd attribute names to values", value)
     items = []
     for name, item in value.items():
-        if not isinstance(name, str) or not _ATTRIBUTE_NAME.match(name):
+        if not isinstance(name, str) or not _ATTRIBUTE_NAME.fullmatch(name):
             raise _fail("submit.attributes", "ClassAd attribute names (letters, digits, _)", name)
+        if name.lower().startswith(PROTECTED_ATTRIBUTE_PREFIX):
+            raise SettingError(
+                f"{PREFIX}.submit.attributes.{name} may not be set: htcdaskgateway's own "
+                "attributes tie jobs to their cluster, user, gateway and lease"
+            )
         if isinstance(item, bool):
             item = "true" if item else "false"
         if not isinstance(item, str | int | float):

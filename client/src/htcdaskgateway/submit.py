@@ -10,8 +10,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from .jobs import classad_string
 from .naming import (
     CLUSTER_ATTRIBUTE,
+    GATEWAY_ATTRIBUTE,
     LEASE_ATTRIBUTE,
     USER_ATTRIBUTE,
     WORKER_NAME_TEMPLATE,
@@ -27,14 +29,16 @@ def worker_job_description(
     scheduler_address: str,
     credential_files: Sequence[Path],
     user: str,
-    lease_expiry: int | None = None,
+    gateway_id: str,
+    lease: int | None = None,
 ) -> dict[str, str]:
     """Submit commands for one worker job of ``cluster_name``, run for ``user``.
 
     The credentials travel only as transferred input files; the description
     itself holds their paths on the submitting side, never their contents.
-    ``lease_expiry`` (epoch seconds) is when the job, if still idle, is
-    removed unless the client renews the lease first.
+    ``lease`` (seconds) is how long after it was queued the job, while idle
+    or held, is removed by the schedd unless a client renews its lease;
+    ``None`` leaves that to a client holding the cluster's lease.
     """
     checked_cluster_name(cluster_name)
     worker = settings.worker
@@ -87,42 +91,41 @@ def worker_job_description(
         "batch_name": settings.submit.batch_name.format(cluster_name=cluster_name),
         f"MY.{CLUSTER_ATTRIBUTE}": f'"{cluster_name}"',
         f"MY.{USER_ATTRIBUTE}": classad_string(user),
+        f"MY.{GATEWAY_ATTRIBUTE}": classad_string(gateway_id),
+        "periodic_remove": _removal_expression(settings),
     }
     if worker.image:
         image_command = "docker_image" if worker.universe == "docker" else "container_image"
         description[image_command] = worker.image
     if settings.submit.requirements:
         description["requirements"] = f"({settings.submit.requirements})"
-    removal = _removal_expression(settings, lease_expiry)
-    if removal:
-        description["periodic_remove"] = removal
-    if lease_expiry is not None:
-        description[f"MY.{LEASE_ATTRIBUTE}"] = str(lease_expiry)
+    if lease:
+        # QDate is the schedd's own clock at queueing: no skew with ours.
+        # Renewals write the schedd's time as the client last measured it.
+        description[f"MY.{LEASE_ATTRIBUTE}"] = f"QDate + {int(lease)}"
     description.update((f"MY.{name}", value) for name, value in settings.submit.attributes)
+    # Settings refuse directives that would override the commands above
+    # that matter (settings.PROTECTED_COMMANDS).
     description.update(settings.submit.extra_directives)
     return description
 
 
-def _removal_expression(settings: HTCondorSettings, lease_expiry: int | None) -> str | None:
-    rules = []
-    if lease_expiry is not None:
-        # Only idle jobs: the schedd evaluates them on its own copy of the ad,
-        # which the lease renewals edit. A running job's shadow keeps the copy
-        # it started with, so running workers end through their scheduler
-        # instead (the lapsed lease stops it, and workers exit with it).
-        rules.append(f"(JobStatus == 1 && {LEASE_ATTRIBUTE} < time())")
+def _removal_expression(settings: HTCondorSettings) -> str:
+    # Idle and held jobs (held while spooling too, if the client died before
+    # sending the input) are removed once their lease is past; jobs with no
+    # lease attribute (undefined) never are. Only those: the schedd
+    # evaluates them on its own copy of the ad, which the lease renewals
+    # edit. A running job's shadow keeps the copy it started with, so
+    # running workers end through their scheduler instead (the lapsed
+    # lease stops it, and workers exit with it).
+    rules = [f"((JobStatus == 1 || JobStatus == 5) && {LEASE_ATTRIBUTE} < time())"]
     lifetime = settings.worker.lifetime
     if lifetime:
         # The worker retires itself at its lifetime; this removes a job that
         # failed to, once its retirement had kill-timeout seconds to finish.
         limit = lifetime + settings.worker.kill_timeout
         rules.append(f"(JobStatus == 2 && time() - EnteredCurrentStatus > {limit})")
-    return " || ".join(rules) or None
-
-
-def classad_string(value: str) -> str:
-    """``value`` as a ClassAd string literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return " || ".join(rules)
 
 
 def quote_arguments(args: Sequence[str]) -> str:

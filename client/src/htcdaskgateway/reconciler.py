@@ -1,0 +1,196 @@
+"""The one place a cluster's jobs are made to match its wanted size.
+
+The wanted size, the **target**, is held by the scheduler plugin (so it
+outlives the client that set it) and read by every client that watches the
+cluster; the client currently applying it runs ``Reconciler.step()``,
+which compares the target with the jobs it sees and acts: submits,
+retires and removes. ``scale()``, ``adapt()``, the CLI, ``connect()`` and
+the gateway's calls by name all set targets; none acts on jobs itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .adaptive import HTCondorAdaptive
+from .errors import HTCondorError
+from .jobs import JobId, JobStatus, JobTracker, WorkerJob, removal_order
+from .scheduler_link import SchedulerLink
+
+logger = logging.getLogger(__name__)
+
+# Seconds to wait after the first failed submission; doubled after each
+# further failure in a row, up to BACKOFF_MAX.
+BACKOFF_FIRST = 5.0
+BACKOFF_MAX = 300.0
+
+
+@dataclass(frozen=True)
+class ScaleTarget:
+    """Hold the cluster at ``n`` worker jobs (idle, running or held)."""
+
+    n: int
+    kind: str = "scale"
+
+
+@dataclass(frozen=True)
+class AdaptTarget:
+    """Follow the scheduler's load between ``minimum`` and ``maximum`` jobs."""
+
+    minimum: int
+    maximum: int
+    interval: float
+    wait_count: int
+    target_duration: float
+    kind: str = "adapt"
+
+
+Target = ScaleTarget | AdaptTarget
+
+
+def target_to_wire(target: Target | None) -> dict[str, Any] | None:
+    return None if target is None else asdict(target)
+
+
+def target_from_wire(wire: dict[str, Any] | None) -> Target | None:
+    if not wire:
+        return None
+    fields = {k: v for k, v in wire.items() if k != "kind"}
+    return ScaleTarget(**fields) if wire.get("kind") == "scale" else AdaptTarget(**fields)
+
+
+class Reconciler:
+    """Compares a cluster's target with its jobs and acts; one per cluster object.
+
+    ``submit(count)`` queues that many worker jobs and returns their ids
+    (the cluster builds the description: credentials, lease). Only one
+    step runs at a time; ``step()`` is called by the watcher and by
+    ``scale()``/``adapt()`` directly, so a new target takes effect at once.
+    """
+
+    def __init__(
+        self,
+        tracker: JobTracker,
+        scheduler: SchedulerLink,
+        submit: Callable[[int], Awaitable[list[JobId]]],
+        max_jobs: int,
+        clock: Any = time,
+    ) -> None:
+        self.tracker = tracker
+        self.scheduler = scheduler
+        self._submit = submit
+        self.max_jobs = max_jobs
+        self._clock = clock
+        self.target: Target | None = None
+        self.generation: int | None = None
+        self.adaptive: HTCondorAdaptive | None = None
+        self.lock = asyncio.Lock()
+        self.submit_failures = 0
+        self.submit_error: str | None = None
+        self.retry_at = 0.0  # monotonic; no submission before
+
+    def want(self, target: Target | None, generation: int | None) -> None:
+        """Take the target the scheduler holds; a new one starts afresh."""
+        if generation == self.generation and target == self.target:
+            return
+        self.target, self.generation = target, generation
+        self.tracker.reset_failures()
+        self.submit_failures, self.submit_error, self.retry_at = 0, None, 0.0
+        self.adaptive = None
+        if isinstance(target, AdaptTarget):
+            self.adaptive = HTCondorAdaptive(self, target)
+
+    @property
+    def retry_in(self) -> float:
+        """Seconds until submitting is tried again after failures; 0 if not waiting."""
+        return max(0.0, self.retry_at - self._clock.monotonic())
+
+    async def step(self, act: bool = True, raise_errors: bool = False) -> list[WorkerJob]:
+        """Look at the jobs and, if ``act``, bring them to the target. Returns the active jobs."""
+        async with self.lock:
+            await self.observe()
+            if act:
+                await self._act(raise_errors)
+            return self.tracker.table
+
+    async def observe(self) -> set[JobId]:
+        """Refresh the job table; returns the jobs whose workers have joined."""
+        # Workers first: a job that ends after joining must not count as a failure.
+        joined = await self.scheduler.joined_jobs()
+        self.tracker.saw_workers(joined)
+        await self.tracker.refresh()
+        return joined
+
+    async def _act(self, raise_errors: bool) -> None:
+        if self.adaptive is not None:
+            await self.adaptive.adapt()
+        elif isinstance(self.target, ScaleTarget):
+            await self.scale_to(self.target.n, raise_errors)
+
+    async def scale_to(self, n: int, raise_errors: bool = False) -> None:
+        """Submit or remove jobs so that ``n`` are active (at most ``max_jobs``)."""
+        n = min(n, self.max_jobs)
+        active = self.tracker.table
+        if n > len(active):
+            await self._submit_more(n - len(active), raise_errors)
+        elif n < len(active):
+            victims = await self._choose_removals(active, len(active) - n)
+            await self.remove(victims, f"scaled down to {n} workers")
+
+    async def _submit_more(self, count: int, raise_errors: bool) -> None:
+        if self.tracker.paused:
+            return  # the view says why; a new target resumes
+        if self.retry_in > 0 and not raise_errors:
+            return
+        try:
+            job_ids = await self._submit(count)
+        except HTCondorError as exc:
+            self.submit_failures += 1
+            delay = min(BACKOFF_FIRST * 2 ** (self.submit_failures - 1), BACKOFF_MAX)
+            self.retry_at = self._clock.monotonic() + delay
+            self.submit_error = str(exc)
+            logger.warning("Submitting %d worker jobs failed (%s); next try in %.0f s",
+                           count, exc, delay)  # fmt: skip
+            if raise_errors:
+                raise
+            return
+        self.submit_failures, self.submit_error, self.retry_at = 0, None, 0.0
+        self.tracker.submitted(job_ids)
+        # Counted at once: a step right after must not submit them again.
+        self.tracker.table = [*self.tracker.table, *(WorkerJob(j, JobStatus.IDLE) for j in job_ids)]
+
+    async def _choose_removals(self, active: list[WorkerJob], count: int) -> list[JobId]:
+        # Jobs whose worker has not joined hold no data: they go first.
+        joined = self.tracker.joined
+        waiting = [job for job in active if job.job_id not in joined]
+        chosen = [job.job_id for job in removal_order(waiting)[:count]]
+        if len(chosen) < count:
+            active_ids = {job.job_id for job in active}
+            for job_id in await self.scheduler.jobs_to_close(count - len(chosen)):
+                if job_id in active_ids and job_id not in chosen and len(chosen) < count:
+                    chosen.append(job_id)
+            for job in removal_order(active):  # should the scheduler name too few
+                if len(chosen) < count and job.job_id not in chosen:
+                    chosen.append(job.job_id)
+        return chosen
+
+    async def remove(self, job_ids: list[JobId], reason: str) -> None:
+        """Retire the jobs' workers through the scheduler, then remove the jobs."""
+        joined = [job_id for job_id in job_ids if job_id in self.tracker.joined]
+        if joined:
+            await self.scheduler.retire(joined)
+        self.tracker.removing(job_ids)
+        await self.tracker.schedd.remove(list(job_ids), reason)
+        gone = set(job_ids)
+        self.tracker.table = [job for job in self.tracker.table if job.job_id not in gone]
+
+
+def adapt_bounds(minimum: int, maximum: float, max_jobs: int) -> tuple[int, int]:
+    """``adapt()``'s bounds with no maximum meaning ``max_jobs``."""
+    return minimum, max_jobs if math.isinf(maximum) else int(maximum)

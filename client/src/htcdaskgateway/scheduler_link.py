@@ -1,0 +1,74 @@
+"""The client's calls to its cluster's scheduler, each with a time limit.
+
+The handlers are those of ``scheduler_plugin`` plus distributed's own
+``identity`` and ``retire_workers``. A call that does not finish within its
+limit raises ``TimeoutError``, so a scheduler that stopped answering cannot
+hold up the lease or the watcher for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .jobs import JobId
+from .naming import job_id_of_worker, worker_name
+
+# Seconds for a quick call (lease, target, names); retiring workers moves
+# their data first, which takes as long as the data takes.
+CALL_TIMEOUT = 10.0
+RETIRE_TIMEOUT = 300.0
+
+
+class SchedulerLink:
+    """One cluster's scheduler, as ``scheduler_comm`` reaches it."""
+
+    def __init__(self, comm: Any, timeout: float = CALL_TIMEOUT) -> None:
+        self.comm = comm
+        self.timeout = timeout
+
+    async def _ask(self, handler: str, timeout: float | None = None, **kwargs: Any) -> Any:
+        call = getattr(self.comm, handler)(**kwargs)
+        return await asyncio.wait_for(call, timeout or self.timeout)
+
+    async def renew(
+        self, token: str, ttl: float | None, apply_ttl: float | None = None
+    ) -> dict[str, Any]:
+        """Renew, release (``ttl`` 0) or read a client lease; offer to apply the target."""
+        reply = await self._ask("htcdaskgateway_renew", token=token, ttl=ttl, apply_ttl=apply_ttl)
+        return reply or {}
+
+    async def set_target(
+        self, token: str, target: dict[str, Any] | None, apply_ttl: float
+    ) -> dict[str, Any]:
+        return await self._ask(
+            "htcdaskgateway_set_target", token=token, target=target, apply_ttl=apply_ttl
+        )
+
+    async def release(self, token: str) -> None:
+        await self._ask("htcdaskgateway_release", token=token)
+
+    async def joined_jobs(self) -> set[JobId]:
+        """The jobs whose workers are in the scheduler now."""
+        # Asked of the scheduler itself: the worker-status subscription that
+        # fills scheduler_info is not a reliable count once clients attach.
+        identity = await self._ask("identity", n_workers=-1)
+        names = (info.get("name") for info in identity.get("workers", {}).values())
+        return {JobId(job_id) for job_id in map(job_id_of_worker, names) if job_id}
+
+    async def jobs_to_close(self, n: int) -> list[JobId]:
+        """The ``n`` jobs whose workers' loss costs least (data, tasks), best first."""
+        names = await self._ask("htcdaskgateway_workers_to_close", n=n)
+        return [JobId(job_id) for job_id in map(job_id_of_worker, names) if job_id]
+
+    async def adaptive_target(self, target_duration: float) -> int:
+        return int(
+            await self._ask("htcdaskgateway_adaptive_target", target_duration=target_duration)
+        )
+
+    async def retire(self, job_ids: list[JobId]) -> None:
+        """Retire the jobs' workers: their data moves to other workers first."""
+        names = [worker_name(job_id) for job_id in job_ids]
+        await self._ask(
+            "retire_workers", RETIRE_TIMEOUT, names=names, close_workers=True, remove=True
+        )

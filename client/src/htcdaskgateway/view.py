@@ -1,0 +1,122 @@
+"""How a cluster's jobs are shown: repr, job table, widget HTML, progress line.
+
+Pure functions of what the tracker and reconciler know; nothing here asks
+HTCondor or the scheduler anything.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+
+from .jobs import EndedJob, JobStatus, JobTracker, count_by_status
+from .reconciler import Reconciler
+
+
+def job_rows(tracker: JobTracker) -> list[dict[str, str]]:
+    """The jobs as last seen: id, state and why it is idle or held."""
+    rows = []
+    for job in tracker.table:
+        status = "transferring" if job.is_spooling else job.status.name.lower()
+        rows.append({"job": str(job.job_id), "status": status, "reason": tracker.reason(job)})
+    return rows
+
+
+def jobs_summary(tracker: JobTracker, reconciler: Reconciler | None = None) -> str:
+    """One line: counts, why idle jobs wait, and whether submitting is held back."""
+    counts = count_by_status(tracker.table)
+    idle = [job for job in tracker.table if job.status is JobStatus.IDLE]
+    reasons = sorted({tracker.reason(job) for job in idle} - {""})
+    why = f" ({'; '.join(reasons)})" if reasons else ""
+    text = f"jobs idle {counts['idle']}{why}, running {counts['running']}, held {counts['held']}"
+    if reconciler is not None and reconciler.submit_error:
+        text += (
+            f"; submitting failed {reconciler.submit_failures} time(s) "
+            f"({reconciler.submit_error}), next try in {reconciler.retry_in:.0f} s"
+        )
+    return text
+
+
+def failure_message(
+    job: EndedJob, joined: bool, scheduler_address: str, death_timeout: float
+) -> str:
+    """How a job ended without serving, and what to check."""
+    if job.removed_by_policy:
+        why = (
+            "the schedd removed it because the cluster's client lease had lapsed: the "
+            "client holding it stopped renewing (gateway.htcondor.lease)"
+        )
+    elif joined:
+        why = "its worker had joined and then crashed"
+    elif job.run_seconds is not None and job.run_seconds >= 0.8 * death_timeout:
+        why = (
+            f"its worker could not reach the scheduler at {scheduler_address} "
+            f"within the death timeout ({death_timeout:g} s): check "
+            "gateway.htcondor.scheduler-address and that execute nodes can reach the "
+            "gateway's proxy"
+        )
+    else:
+        why = (
+            "its worker stopped before joining: check that the worker environment "
+            "(gateway.htcondor.worker.executable, image) can run htcdaskgateway-worker "
+            "with this cluster's dask version"
+        )
+    return f"{job.describe()}; {why}"
+
+
+def short_repr(name: object, status: object, tracker: JobTracker) -> str:
+    counts = count_by_status(tracker.table)
+    return (
+        f"HTCGatewayCluster<{name}, status={status}, jobs: idle {counts['idle']}, "
+        f"running {counts['running']}, held {counts['held']}>"
+    )
+
+
+def jobs_html(tracker: JobTracker, reconciler: Reconciler, failure: str | None) -> str:
+    """The job table for the widget and the notebook repr (running jobs are only counted)."""
+    counts = count_by_status(tracker.table)
+    rows = "".join(
+        f"<tr><td>{row['job']}</td><td>{row['status']}</td>"
+        f"<td>{html.escape(row['reason'])}</td></tr>"
+        for row in job_rows(tracker)
+        if row["status"] != "running"
+    )
+    table = f"<table><tr><th>job</th><th>state</th><th>reason</th></tr>{rows}</table>"
+    notes = ""
+    if failure:
+        notes += (
+            f"<p><b>{tracker.failures_in_a_row} job(s) in a row ended without serving:</b> "
+            f"{html.escape(failure)}</p>"
+        )
+    if reconciler.submit_error:
+        notes += (
+            f"<p><b>Submitting failed {reconciler.submit_failures} time(s):</b> "
+            f"{html.escape(reconciler.submit_error)}; next try in {reconciler.retry_in:.0f} s</p>"
+        )
+    return (
+        f"<p><b>HTCondor jobs:</b> idle {counts['idle']}, running {counts['running']}, "
+        f"held {counts['held']}</p>" + (table if rows else "") + notes
+    )
+
+
+class Progress:
+    """One status line, rewritten in place on a terminal, on stderr."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.last = ""
+        self.interactive = sys.stderr.isatty()
+
+    def show(self, text: str) -> None:
+        if text == self.last:
+            return
+        self.last = text
+        if self.interactive:
+            sys.stderr.write(f"\r{self.prefix}: {text}\x1b[K")
+        else:
+            sys.stderr.write(f"{self.prefix}: {text}\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.interactive and self.last:
+            sys.stderr.write("\n")

@@ -1,0 +1,339 @@
+"""The cluster core against fakes of the schedd and the scheduler: targets,
+ownership, failures, backoff, caps, races, the lease path."""
+
+from __future__ import annotations
+
+import asyncio
+
+from htcdaskgateway.jobs import FAILURES_BEFORE_PAUSE, JobId, JobStatus, JobTracker
+from htcdaskgateway.naming import GATEWAY_ATTRIBUTE, LEASE_ATTRIBUTE
+from htcdaskgateway.reconciler import (
+    BACKOFF_FIRST,
+    AdaptTarget,
+    Reconciler,
+    ScaleTarget,
+    target_from_wire,
+    target_to_wire,
+)
+from htcdaskgateway.settings import HTCondorSettings
+from htcdaskgateway.submit import worker_job_description
+from htcdaskgateway.watch import Watcher
+
+from .fakes import ALICE, BOB, FakeSchedd, FakeSchedulerLink
+
+CLUSTER = "dask-gateway.abc123"
+GATEWAY = "http://gateway.test:8000"
+
+
+class Clock:
+    """time and monotonic that tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def make(schedd: FakeSchedd | None = None, max_jobs: int = 100, clock: Clock | None = None):
+    schedd = schedd or FakeSchedd()
+    link = FakeSchedulerLink()
+    settings = HTCondorSettings.from_config()
+    clock = clock or Clock()
+
+    async def submit(count: int) -> list[JobId]:
+        description = worker_job_description(
+            settings, CLUSTER, "tls://proxy:8786", [], user="alice", gateway_id=GATEWAY, lease=60
+        )
+        return await schedd.submit(description, count)
+
+    tracker = JobTracker(schedd, GATEWAY, CLUSTER, clock=clock)
+    return schedd, link, Reconciler(tracker, link, submit, max_jobs, clock=clock)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_target_round_trips_through_the_scheduler_plugin_form():
+    for target in (ScaleTarget(3), AdaptTarget(0, 10, 3.0, 3, 5.0), None):
+        assert target_from_wire(target_to_wire(target)) == target
+
+
+def test_a_scale_target_is_met_once_and_lost_jobs_are_replaced():
+    schedd, _, reconciler = make()
+    reconciler.want(ScaleTarget(3), 1)
+
+    async def body():
+        await reconciler.step()
+        await reconciler.step()  # nothing more: the jobs are counted
+        assert schedd.submits == [3]
+        lost = schedd.mine()[0]
+        schedd.end(lost, JobStatus.REMOVED)  # condor_rm behind the client's back
+        await reconciler.step()
+        assert schedd.submits == [3, 1]
+        assert len(schedd.mine()) == 3 and lost not in schedd.mine()
+
+    run(body())
+
+
+def test_another_users_job_with_the_clusters_name_is_neither_counted_nor_touched():
+    # bob tags his own jobs with alice's cluster name (names are public in the queue).
+    schedd, _, reconciler = make()
+    bobs = [
+        schedd.add_foreign(BOB, CLUSTER, status, **{GATEWAY_ATTRIBUTE: f'"{GATEWAY}"'})
+        for status in (JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD)
+    ]
+    reconciler.want(ScaleTarget(2), 1)
+
+    async def body():
+        await reconciler.step()
+        assert schedd.submits == [2], "bob's jobs were counted as alice's"
+        assert {j.job_id for j in reconciler.tracker.table} == set(schedd.mine())
+        reconciler.want(ScaleTarget(0), 2)
+        await reconciler.step()
+        assert schedd.mine() == []
+        assert all(job in schedd.queue for job in bobs), "bob's jobs were removed"
+
+    run(body())
+
+
+def test_a_job_of_another_gateway_is_not_counted():
+    schedd, _, reconciler = make()
+    schedd.add_foreign(ALICE, CLUSTER, JobStatus.IDLE, **{GATEWAY_ATTRIBUTE: '"http://other:8000"'})
+    reconciler.want(ScaleTarget(1), 1)
+    run(reconciler.step())
+    assert schedd.submits == [1]
+    assert len(reconciler.tracker.table) == 1
+
+
+def test_scaling_down_removes_waiting_jobs_then_retires_the_cheapest_workers():
+    schedd, link, reconciler = make()
+    reconciler.want(ScaleTarget(4), 1)
+
+    async def body():
+        await reconciler.step()
+        running = schedd.mine()[:3]
+        for job in running:
+            schedd.set_status(job, JobStatus.RUNNING)
+        link.workers = set(running)
+        reconciler.want(ScaleTarget(1), 2)
+        await reconciler.step()
+        # The idle job first (no data), then two workers retired before removal.
+        assert len(link.retired) == 2
+        assert len(schedd.mine()) == 1 and schedd.mine()[0] in running
+
+    run(body())
+
+
+def test_jobs_that_keep_failing_pause_submission_until_a_new_target():
+    schedd, _link, reconciler = make()
+    reconciler.want(ScaleTarget(1), 1)
+
+    async def body():
+        for _ in range(FAILURES_BEFORE_PAUSE):
+            await reconciler.step()
+            (job,) = schedd.mine()
+            schedd.end(job, JobStatus.COMPLETED, exit_code=1)
+        await reconciler.step()
+        assert reconciler.tracker.paused
+        assert schedd.mine() == [], "kept resubmitting a job that cannot start"
+        reconciler.want(ScaleTarget(1), 2)
+        await reconciler.step()
+        assert len(schedd.mine()) == 1
+
+    run(body())
+
+
+def test_jobs_removed_by_the_lease_count_as_failures_not_endless_resubmits():
+    schedd, _, reconciler = make()
+    reconciler.want(ScaleTarget(1), 1)
+
+    async def body():
+        for _ in range(FAILURES_BEFORE_PAUSE + 2):
+            await reconciler.step()
+            for job in schedd.mine():
+                schedd.end(job, JobStatus.REMOVED, by_policy=True)
+        assert sum(schedd.submits) == FAILURES_BEFORE_PAUSE
+
+    run(body())
+
+
+def test_submit_failures_back_off_exponentially_and_show_why():
+    clock = Clock()
+    schedd, _, reconciler = make(FakeSchedd(refuse_submits=3), clock=clock)
+    reconciler.want(ScaleTarget(2), 1)
+
+    async def body():
+        delays = []
+        for _ in range(3):
+            await reconciler.step()
+            delays.append(reconciler.retry_in)
+            await reconciler.step()  # within the backoff: no new attempt
+            clock.now += reconciler.retry_in
+        assert delays == [BACKOFF_FIRST, 2 * BACKOFF_FIRST, 4 * BACKOFF_FIRST]
+        assert schedd.calls and "fake refusal" in (reconciler.submit_error or "")
+        await reconciler.step()
+        assert schedd.submits == [2] and reconciler.submit_error is None
+
+    run(body())
+
+
+def test_the_target_is_capped_at_max_jobs():
+    schedd, _, reconciler = make(max_jobs=5)
+    reconciler.want(ScaleTarget(50), 1)
+    run(reconciler.step())
+    assert schedd.submits == [5]
+
+
+def test_concurrent_steps_of_scale_and_adapt_never_double_submit():
+    schedd, link, reconciler = make()
+    link.adaptive_wanted = 3
+    reconciler.want(AdaptTarget(0, 10, 0.1, 1, 1.0), 1)
+
+    async def body():
+        await asyncio.gather(*(reconciler.step() for _ in range(5)))
+        assert len(schedd.mine()) == 3
+        reconciler.want(ScaleTarget(5), 2)
+        await asyncio.gather(reconciler.step(), reconciler.step())
+        assert len(schedd.mine()) == 5
+
+    run(body())
+
+
+def test_adapting_follows_the_schedulers_target_within_bounds():
+    schedd, link, reconciler = make()
+    reconciler.want(AdaptTarget(1, 4, 0.1, 1, 1.0), 1)
+
+    async def body():
+        link.adaptive_wanted = 10
+        await reconciler.step()
+        assert len(schedd.mine()) == 4, "maximum respected"
+        for job in schedd.mine():
+            schedd.set_status(job, JobStatus.RUNNING)
+        link.workers = set(schedd.mine())
+        link.adaptive_wanted = 0
+        await reconciler.step()
+        await reconciler.step()
+        assert len(schedd.mine()) == 1, "minimum kept"
+
+    run(body())
+
+
+def test_spooling_jobs_are_shown_as_transferring_not_held():
+    from htcdaskgateway import view
+
+    schedd, _, reconciler = make()
+    reconciler.want(ScaleTarget(1), 1)
+    run(reconciler.step())
+    schedd.spooling(schedd.mine()[0])
+    run(reconciler.step(act=False))
+    assert view.job_rows(reconciler.tracker)[0]["status"] == "transferring"
+    assert "held 0" in view.jobs_summary(reconciler.tracker)
+
+
+# -- the watcher: lease on its own path, applier hand-over --------------------
+
+
+def _watcher(reconciler, link, token, lease=0.3, interval=0.05, gone=None):
+    async def cluster_gone():
+        return None if gone is None else gone()
+
+    return Watcher(CLUSTER, token, link, reconciler, lease, interval, cluster_gone)
+
+
+def test_the_lease_is_renewed_while_the_schedd_does_not_answer():
+    async def body():
+        schedd = FakeSchedd(block=asyncio.Event())  # every schedd call hangs
+        _, link, reconciler = make(schedd)
+        watcher = _watcher(reconciler, link, "alice", lease=0.3)
+        watcher.start()
+        await asyncio.sleep(1.2)  # 4 leases long
+        expiry = link.plugin.leases.get("alice")
+        await watcher.stop()
+        assert expiry is not None, "the lease lapsed behind a schedd call"
+        assert link.plugin.leases["alice"] > asyncio.get_running_loop().time() - 100
+
+    run(body())
+
+
+def test_the_watcher_outlives_an_unreachable_scheduler_and_gateway():
+    async def body():
+        schedd, link, reconciler = make()
+        asked = []
+
+        def gone():
+            asked.append(1)
+            raise ConnectionError("gateway restarting")
+
+        watcher = _watcher(reconciler, link, "alice", gone=gone)
+        await link.set_target("alice", target_to_wire(ScaleTarget(2)), 5)
+        watcher.start()
+        link.unreachable = True  # the proxy restarts
+        await asyncio.sleep(0.5)
+        assert asked, "the gateway was not asked whether the cluster still exists"
+        link.unreachable = False
+        await asyncio.sleep(0.5)
+        await watcher.stop()
+        assert watcher.stopped_reason is None
+        assert len(schedd.mine()) == 2, "the target was not applied after the outage"
+
+    run(body())
+
+
+def test_a_cluster_the_gateway_reports_gone_stops_the_watcher():
+    async def body():
+        _, link, reconciler = make()
+        watcher = _watcher(reconciler, link, "alice", gone=lambda: "stopped elsewhere")
+        link.unreachable = True
+        watcher.start()
+        await asyncio.sleep(0.3)
+        assert watcher.stopped_reason == "stopped elsewhere"
+        assert all(task.done() for task in watcher._tasks)
+        await watcher.stop()
+
+    run(body())
+
+
+def test_a_target_set_by_a_client_that_left_is_kept_by_another():
+    # The CLI sets a target and exits; the notebook's watcher takes over
+    # applying it and replaces a job removed later.
+    async def body():
+        schedd = FakeSchedd()
+        _, link, notebook = make(schedd)
+        _, _, cli = make(schedd)
+        cli_link = FakeSchedulerLink(link.plugin)
+        cli.scheduler = cli_link
+        watcher = _watcher(notebook, link, "notebook", lease=0.3)
+        watcher.start()
+        reply = await cli_link.set_target("cli", target_to_wire(ScaleTarget(3)), 5)
+        cli.want(target_from_wire(reply["target"]), reply["generation"])
+        await cli.step()
+        await cli_link.release("cli")
+        assert len(schedd.mine()) == 3
+        schedd.end(schedd.mine()[0], JobStatus.REMOVED)
+        await asyncio.sleep(0.5)
+        await watcher.stop()
+        assert watcher.is_applier
+        assert len(schedd.mine()) == 3, "the lost job was not replaced"
+
+    run(body())
+
+
+def test_idle_and_held_jobs_lease_is_pushed_out_on_the_schedds_clock():
+    async def body():
+        schedd, link, reconciler = make()
+        await link.set_target("alice", target_to_wire(ScaleTarget(2)), 5)
+        watcher = _watcher(reconciler, link, "alice", lease=3)
+        watcher.start()
+        await asyncio.sleep(0.3)
+        await watcher.stop()
+        for job in schedd.mine():
+            expiry = schedd.queue[job].ad.eval(LEASE_ATTRIBUTE)
+            assert isinstance(expiry, int)
+            assert abs(expiry - (schedd.schedd_time() + 3)) < 2
+
+    run(body())
