@@ -102,3 +102,38 @@ def test_gateway_restart_leaves_no_worker_running(gateway, record_figure):
     finally:
         again.shutdown()
     wait_for(lambda: not queue(again.name), "the new cluster's jobs to leave", 30)
+
+
+def test_a_schedd_that_does_not_answer_for_3x_the_lease_does_not_stop_the_cluster(
+    gateway, record_figure
+):
+    # Reproduction: the lease renewal waited behind the schedd query in the
+    # same watch cycle, so a schedd silent for longer than the lease stopped
+    # a live client's cluster and its data. Pausing the pool's container
+    # freezes the schedd (and the worker job: it lives there too).
+    lease = 6
+    cluster = gateway.new_cluster(htcondor={"lease": lease, "watch-interval": 2})
+    try:
+        cluster.scale(1)
+        cluster.wait_for_workers(1, timeout=120)
+        client = cluster.get_client()
+        kept = client.scatter(list(range(100)))
+        pool = stack_service("pool")
+        pool.pause()
+        try:
+            time.sleep(3 * lease + 2)
+            assert cluster.gateway.get_cluster(cluster.name).status.name == "RUNNING"
+        finally:
+            pool.unpause()
+        assert not any(task.done() for task in cluster._watcher._tasks), "the watcher died"
+        # It catches up: the next target is met, the data is still there.
+        started = time.monotonic()
+        cluster.scale(2)
+        cluster.wait_for_workers(2, timeout=120)
+        record_figure(f"after the schedd was silent {3 * lease + 2} s: scale(2) met in "
+                      f"{time.monotonic() - started:.1f} s, cluster kept")  # fmt: skip
+        assert client.submit(sum, kept).result() == 4950
+        assert gateway.get_cluster(cluster.name).status.name == "RUNNING"
+    finally:
+        cluster.shutdown()
+    wait_for(lambda: not queue(cluster.name), "the jobs to leave", 30)

@@ -123,3 +123,9 @@ def test_proxy_restarted_workers_and_client_reconnect(new_cluster, record_figure
     )
     proxies = kube_items("pods", NAMESPACE, "app.kubernetes.io/component=proxy")
     assert [p["status"]["phase"] for p in proxies] == ["Running"]
+    # Through the outage the client could reach neither the scheduler nor
+    # the gateway's API (both behind the proxy): its watcher lived on and
+    # its lease never lapsed.
+    assert cluster._watcher is not None and cluster._watcher.stopped_reason is None
+    assert not any(task.done() for task in cluster._watcher._tasks), "the watcher died"
+    assert cluster.gateway.get_cluster(cluster.name).status.name == "RUNNING"

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 
+import htcondor2
 from dask_gateway.client import ClusterStatus
 
 from conftest import queue, wait_for
@@ -171,3 +172,61 @@ def test_cli_list_status_scale_shutdown(gateway):
         )
     finally:
         cluster.shutdown()
+
+
+def test_a_target_set_from_the_cli_is_kept_by_the_open_notebook(new_cluster):
+    # Reproduction: `htcdaskgateway scale NAME 3` took control and exited;
+    # nobody held the target after it, so a lost job was never replaced.
+    notebook = new_cluster()
+    name = notebook.name
+    assert "scaled to 3 worker jobs" in cli("scale", name, "3")
+    wait_for(lambda: len(active_jobs(name)) == 3, "the CLI's 3 jobs", 30)
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    (lost, *_) = sorted(
+        f"{ad['ClusterId']}.{ad['ProcId']}" for ad in queue(name, ["ClusterId", "ProcId"])
+    )
+    schedd.act(htcondor2.JobAction.Remove, [lost], "test: condor_rm after the CLI left")
+
+    def replaced() -> bool:
+        ids = {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in active_jobs_with_ids(name)}
+        return len(ids) == 3 and lost not in ids
+
+    wait_for(replaced, "the notebook to replace the removed job", 60)
+
+
+def active_jobs_with_ids(name: str) -> list:
+    ads = queue(name, ["ClusterId", "ProcId", "JobStatus"])
+    return [ad for ad in ads if ad["JobStatus"] in (1, 2, 5)]
+
+
+def test_killed_owner_leaves_no_held_job_behind(gateway, record_figure):
+    # Idle and held jobs (held by policy, or while spooling when the client
+    # died between submit and spool) are removed by the schedd once the
+    # killed client's lease is past: within lease + PERIODIC_EXPR_INTERVAL
+    # (1 s in the test pool, 60 s by default).
+    lease = 6
+    killed = python_until_killed(f"""
+        from htcdaskgateway import HTCGateway
+        settings = {{"lease": {lease}, "submit": {{"requirements": "False"}}}}
+        cluster = HTCGateway(htcondor=settings).new_cluster()
+        cluster.scale(2)
+    """)
+    name = killed.stdout.readline().strip()
+    assert name, killed.stderr.read()
+    wait_for(lambda: len(active_jobs(name)) == 2, "2 idle jobs", 30)
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    schedd.act(
+        htcondor2.JobAction.Hold, f'HTCDaskGatewayCluster == "{name}"', "test: held by policy"
+    )
+    wait_for(lambda: all(ad["JobStatus"] == 5 for ad in active_jobs(name)), "the jobs held", 10)
+    time.sleep(2 * lease)  # the live client keeps them: its lease is renewed
+    assert len(active_jobs(name)) == 2, "held jobs of a live client were removed"
+
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(10)
+    started = time.monotonic()
+    wait_for(lambda: not queue(name), "the held jobs to leave", lease + 1 + 15)
+    record_figure(
+        f"killed client's 2 held jobs gone {time.monotonic() - started:.1f} s after SIGKILL "
+        f"(lease {lease} s, PERIODIC_EXPR_INTERVAL 1 s)"
+    )

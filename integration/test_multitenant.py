@@ -13,11 +13,12 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 
 import pytest
 from dask_gateway.auth import JupyterHubAuth
 
-from conftest import as_user, hub_env, queue, wait_for
+from conftest import as_user, hub_env, queue, user_command, wait_for
 from htcdaskgateway import GatewayAccessError, HTCGateway
 
 CLI = shutil.which("htcdaskgateway") or "htcdaskgateway"
@@ -114,3 +115,78 @@ def test_a_token_the_hub_does_not_know_is_refused_with_the_reason(stack_ready):
         pytest.raises(GatewayAccessError, match=refusal),
     ):
         gateway.new_cluster()
+
+
+def _bobs_job(cluster_name: str, gateway_id: str, variant: str) -> str:
+    """bob queues a plain sleep job tagged with alice's cluster and gateway (both public)."""
+    extra = {"idle": "requirements = False", "running": "", "held": "hold = True"}[variant]
+    submit = (
+        "executable = /bin/sleep\narguments = 600\n"
+        f'+HTCDaskGatewayCluster = "{cluster_name}"\n+HTCDaskGatewayGateway = "{gateway_id}"\n'
+        f'+HTCDaskGatewayUser = "alice"\n{extra}\nqueue\n'
+    )
+    done = subprocess.run(
+        user_command("bob", "condor_submit", "-terse", "-"),
+        input=submit, capture_output=True, text=True, timeout=60, cwd="/tmp",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("-")[0].strip()
+
+
+@pytest.mark.parametrize("variant", ["idle", "running", "held"])
+def test_bobs_job_tagged_with_alices_cluster_is_not_hers(hub_gateway, variant):
+    # Reproduction: with a job of bob's carrying her cluster's name, alice's
+    # scale(2) used to submit one job, not two.
+    cluster = hub_gateway.new_cluster()
+    try:
+        bobs = _bobs_job(cluster.name, cluster.gateway_id, variant)
+        status = {"idle": 1, "running": 2, "held": 5}[variant]
+        wait_for(
+            lambda: any(f"{ad['ClusterId']}.{ad['ProcId']}" == bobs and ad["JobStatus"] == status
+                        for ad in queue(cluster.name, ["ClusterId", "ProcId", "JobStatus"])),
+            f"bob's {variant} job", 60,
+        )  # fmt: skip
+        cluster.scale(2)
+        cluster.wait_for_workers(2, timeout=120)  # a held job of bob's would end this wait
+        mine = {str(job.job_id) for job in cluster.worker_jobs()}
+        assert len(mine) == 2 and bobs not in mine
+        assert bobs not in {row["job"] for row in cluster.job_table()}
+        assert bobs not in cluster._repr_html_()
+        counted = hub_gateway.get_cluster(cluster.name).jobs
+        assert sum(counted.values()) == 2, counted
+
+        cluster.scale(0)  # neither retired nor removed
+        wait_for(lambda: not cluster.worker_jobs(), "alice's jobs to leave", 60)
+        assert any(
+            f"{ad['ClusterId']}.{ad['ProcId']}" == bobs
+            for ad in queue(cluster.name, ["ClusterId", "ProcId"])
+        ), "alice's scale(0) removed bob's job"
+    finally:
+        cluster.shutdown()
+        as_user("bob", "condor_rm", "-constraint", f'HTCDaskGatewayCluster == "{cluster.name}"')
+    wait_for(lambda: not queue(cluster.name), "all jobs to leave", 30)
+    # shutdown() left bob's job to bob: it was still queued until his condor_rm.
+
+
+def test_cleanup_on_one_gateway_leaves_another_gateways_live_cluster(hub_gateway):
+    # Reproduction: `htcdaskgateway cleanup` against the default gateway
+    # judged alice's live cluster on the JupyterHub gateway (same schedd,
+    # same user) orphaned and removed its worker.
+    cluster = hub_gateway.new_cluster()
+    try:
+        cluster.scale(1)
+        cluster.wait_for_workers(1, timeout=120)
+        (job,) = cluster.worker_jobs()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB")}
+        cleanup = subprocess.run(
+            [CLI, "cleanup"], env=env, capture_output=True, text=True, timeout=120, cwd="/tmp"
+        )
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert cluster.name not in cleanup.stdout
+        assert "0 orphaned jobs removed" in cleanup.stdout
+        time.sleep(3)
+        assert [str(j.job_id) for j in cluster.worker_jobs()] == [str(job.job_id)]
+        assert cluster.get_client().submit(pow, 2, 5).result() == 32
+    finally:
+        cluster.shutdown()
+    wait_for(lambda: not queue(cluster.name), "alice's jobs to leave", 30)

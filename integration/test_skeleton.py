@@ -174,3 +174,22 @@ def test_seed_usage_runs_as_written():
     assert "cluster shut down" in done.stdout
     name = done.stdout.split()[1]  # "cluster <name> started"
     wait_for(lambda: not queue(name), f"the demo's jobs ({name}) to leave the queue", 30)
+
+
+def test_settings_that_would_harm_are_refused_before_anything_is_submitted(gateway, new_cluster):
+    from htcdaskgateway import HTCGateway, SettingError
+
+    cluster = new_cluster(htcondor={"max-jobs": 2})
+    with pytest.raises(SettingError, match="max-jobs allows 2"):
+        cluster.scale(3)
+    with pytest.raises(SettingError, match=r"extra-directives\.getenv may not be set"):
+        HTCGateway(htcondor={"submit": {"extra-directives": {"getenv": "true"}}})
+    with pytest.raises(SettingError, match=r"extra-directives\.\+HTCDaskGatewayCluster"):
+        gateway.new_cluster(
+            htcondor={"submit": {"extra-directives": {"+HTCDaskGatewayCluster": '"x"'}}}
+        )
+    with pytest.raises(SettingError, match=r"worker\.memory"):
+        gateway.new_cluster(htcondor={"worker": {"memory": float("nan")}})
+    with pytest.raises(SettingError, match="cluster name"):
+        gateway.connect(cluster.name + "\n")
+    assert not queue(cluster.name), "something was submitted"

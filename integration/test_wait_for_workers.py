@@ -11,7 +11,7 @@ import pytest
 
 from conftest import queue, wait_for
 from htcdaskgateway import HTCGateway, HTCondorError, SettingError
-from htcdaskgateway.cluster import FAILURES_BEFORE_PAUSE
+from htcdaskgateway.jobs import FAILURES_BEFORE_PAUSE
 from htcdaskgateway.naming import CLUSTER_ATTRIBUTE
 
 
@@ -119,7 +119,10 @@ def test_workers_that_keep_failing_are_not_resubmitted_forever(gateway, record_f
         # The target holds, but replacement pauses after 3 failures in a row:
         # at most 2 + 2 jobs, whatever order the failures are noticed in.
         wait_for(
-            lambda: cluster._failures_in_a_row >= FAILURES_BEFORE_PAUSE and not queue(cluster.name),
+            lambda: (
+                cluster._reconciler.tracker.failures_in_a_row >= FAILURES_BEFORE_PAUSE
+                and not queue(cluster.name)
+            ),
             "replacement to pause and the failing jobs to end",
             60,
         )

@@ -31,7 +31,7 @@ from .compat import ClosingOnceGateway
 from .credentials import check_credentials, staged_credentials
 from .errors import HTCondorError, SettingError
 from .jobs import FAILURES_BEFORE_PAUSE, JobId, JobTracker, WorkerJob
-from .naming import LEASE_ATTRIBUTE
+from .naming import LEASE_ATTRIBUTE, checked_cluster_name
 from .reconciler import AdaptTarget, Reconciler, ScaleTarget, Target, target_to_wire
 from .schedd import ScheddClient
 from .scheduler_link import SchedulerLink
@@ -79,6 +79,7 @@ class HTCGatewayCluster(GatewayCluster):
 
         ``kwargs`` are those of ``GatewayCluster.from_name`` (address, auth, ...).
         """
+        checked_cluster_name(cluster_name)
         self = object.__new__(cls)
         self._prepare(htcondor)
         self._init_internal(name=cluster_name, shutdown_on_close=shutdown_on_close, **kwargs)
