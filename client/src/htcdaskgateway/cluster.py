@@ -158,7 +158,12 @@ class HTCGatewayCluster(GatewayCluster):
         state = "gone" if report is None else report.status.name
         reason = f"stopped elsewhere: the gateway reports it {state}"
         logger.warning("Cluster %s was %s; removing its remaining jobs", self.name, reason)
-        await self._remove_all_jobs(f"cluster {self.name} stopped")
+        try:
+            await self._remove_all_jobs(f"cluster {self.name} stopped")
+        except HTCondorError:
+            # Gone all the same; its workers exit without their scheduler and
+            # `htcdaskgateway cleanup` finds jobs that never started.
+            logger.exception("Could not remove the remaining jobs of %s", self.name)
         return reason
 
     async def _remove_all_jobs(self, reason: str) -> None:
