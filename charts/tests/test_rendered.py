@@ -61,6 +61,9 @@ def test_public_address_reaches_the_analysts(rendered: Rendered) -> None:
     host = public["host"]
     assert config["proxy-address"].startswith(f"tls://{host}:")
     assert config["htcondor"]["scheduler-address"] == config["proxy-address"]
+    # One identity for the release's jobs, whichever address a client uses.
+    namespace, _, release = config["htcondor"]["gateway-id"].partition("/")
+    assert namespace and release
     assert config["address"].startswith(f"http://{host}:")
     if public["tcpPort"]:
         assert config["proxy-address"] == f"tls://{host}:{public['tcpPort']}"

@@ -147,6 +147,9 @@ gateway:
   htcondor:
     # What the HTCondor workers dial: the same proxy, from the execute nodes.
     scheduler-address: tls://{{ $tcp }}
+    # The name this gateway's jobs carry, whatever address a client uses:
+    # `htcdaskgateway cleanup` judges only jobs with it.
+    gateway-id: {{ .Release.Namespace }}/{{ .Release.Name }}
 {{- end -}}
 
 {{/* Cluster-scoped objects (ClusterRoles) carry the namespace: releases of the same name may live in several namespaces. */}}
