@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import htcondor2
 import numpy as np
+import phases
 from dask.utils import parse_bytes
 from dask_jobqueue import HTCondorCluster
 from distributed import Client
@@ -237,3 +238,27 @@ def p4_jobqueue(n: int) -> float:
         cluster.close()
         _until_empty(constraint, "dask-jobqueue shutdown")
         return time.monotonic() - started
+
+
+def phases_ours(n: int) -> dict[str, float | None]:
+    """``scale(n)`` with the queue watched: when jobs and workers reach each phase."""
+    with ours() as cluster:
+        client = cluster.get_client()
+        with phases.QueueWatch(f'HTCDaskGatewayCluster == "{cluster.name}"') as watch:
+            t0 = time.time()
+            cluster.scale(n)
+            returned = time.time()
+            _until(lambda: _workers(client), n, "ours")
+        result = phases.breakdown(t0, returned, watch, client)
+        client.close()
+        return result
+
+
+def phases_jobqueue(n: int) -> dict[str, float | None]:
+    with jobqueue() as (cluster, constraint), Client(cluster) as client:
+        with phases.QueueWatch(constraint) as watch:
+            t0 = time.time()
+            cluster.scale(n)
+            returned = time.time()
+            _until(lambda: _workers(client), n, "dask-jobqueue")
+        return phases.breakdown(t0, returned, watch, client)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import measures
+import phases
 
 T = TypeVar("T")
 
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     scale_call_n = 5 if args.smoke else 100
     shutdown_n = 2 if args.smoke else 10
     data_mb, chunk_mb, round_trips = (20, 10, 20) if args.smoke else (200, 10, 200)
-    results: dict[str, Any] = {"smoke": args.smoke, "repeats": repeats, "p1": {}, "timelines": {}}
+    results: dict[str, Any] = {
+        "smoke": args.smoke, "repeats": repeats, "p1": {}, "timelines": {}, "phases": {},
+    }  # fmt: skip
 
     for n in sizes:
         print(f"P1 N={n}", file=sys.stderr)
@@ -58,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         results["p1"][n] = {name: summary([r.seconds for r in rs]) for name, rs in runs.items()}
         results["timelines"][n] = {name: rs[0].timeline for name, rs in runs.items()}
+        print(f"phases N={n}", file=sys.stderr)
+        results["phases"][n] = {
+            "ours": measures.phases_ours(n),
+            "jobqueue": measures.phases_jobqueue(n),
+        }
 
     print(f"P2 scale({scale_call_n}) call", file=sys.stderr)
     results["p2"] = {
@@ -94,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     plot_path = args.out / "workers-over-time.png"
     plot(results["timelines"][max(sizes)], max(sizes), plot_path)
     print(table(results))
+    print()
+    print(phases.table(results["phases"]))
     print(f"\nwrote {json_path} and {plot_path}")
     return 0
 

@@ -25,6 +25,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for row in results["p1"].values():
         for contender in ("floor", "ours", "jobqueue"):
             assert row[contender]["min"] > 0
+    # Phases come in order (the schedd learns "running" late, so it is not compared).
+    for row in results["phases"].values():
+        for contender, phases in row.items():
+            order = [phases[p] for p in ("queued", "process started", "registered")]
+            assert None not in order and order == sorted(order), (contender, phases)
+    assert "Phases of scale(N)" in done.stdout
     assert results["p3"]["proxy_mb_s"]["median"] > 0
     assert results["p4"]["ours"]["median"] > 0
     assert (tmp_path / "workers-over-time.png").stat().st_size > 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -9,6 +12,15 @@ from dask_gateway import Gateway
 from dask_gateway.client import GatewayServerError
 
 from .errors import GatewayAccessError
+
+logger = logging.getLogger(__name__)
+
+# A gateway being upgraded or restarted answers through its proxy with
+# 502/503/504 (or not at all) for a few seconds. Reads are retried for
+# this long; writes (a new cluster, a stop) are not, as they may have
+# happened.
+READ_RETRY_SECONDS = 30.0
+_PASSING_STATUS = {502, 503, 504}
 
 
 class ClosingOnceGateway(Gateway):
@@ -33,6 +45,25 @@ class ClosingOnceGateway(Gateway):
         return super().close()
 
     async def _request(self, method: str, url: str, json: Any = None) -> Any:
+        if method != "GET":
+            return await self._request_once(method, url, json)
+        deadline = time.monotonic() + READ_RETRY_SECONDS
+        delay = 0.5
+        while True:
+            try:
+                return await self._request_once(method, url, json)
+            except (aiohttp.ClientResponseError, aiohttp.ClientConnectionError) as exc:
+                passing = not isinstance(exc, aiohttp.ClientResponseError) or (
+                    exc.status in _PASSING_STATUS
+                )
+                if not passing or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("The gateway at %s answered %s; retrying in %.1f s",
+                               self.address, exc, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 4.0)
+
+    async def _request_once(self, method: str, url: str, json: Any) -> Any:
         # The stock client lets 401 and 403 escape as aiohttp's own error,
         # whose message names neither the cause nor the cluster.
         try:

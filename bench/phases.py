@@ -1,0 +1,106 @@
+"""Where the time from ``scale(N)`` to N connected workers goes.
+
+For each job: when it was first in the queue, when it was first idle (for
+ours: its input spooled, the hold released), when it first ran; for each
+worker: when its process started (``psutil`` on the worker) and when the
+scheduler registered it (the scheduler's "add-worker" event). The queue is
+polled every ``POLL`` seconds from a thread, which adds load to the schedd:
+phase runs are separate from the timed P1 runs. Everything here runs on
+one machine, so all clocks are the same clock.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+import htcondor2
+from distributed import Client
+
+POLL = 0.02
+PHASES = ("scale returned", "queued", "idle", "running", "process started", "registered")
+
+
+@dataclass
+class QueueWatch:
+    """First epoch second each job was seen queued, idle and running."""
+
+    constraint: str
+    seen: dict[str, dict[str, float]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> QueueWatch:
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _poll(self) -> None:
+        schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+        while not self._stop.is_set():
+            ads = schedd.query(self.constraint, projection=["ClusterId", "ProcId", "JobStatus"])
+            now = time.time()
+            for ad in ads:
+                times = self.seen.setdefault(f"{ad['ClusterId']}.{ad['ProcId']}", {})
+                times.setdefault("queued", now)
+                state = {1: "idle", 2: "running"}.get(ad["JobStatus"])
+                if state:
+                    times.setdefault(state, now)
+            self._stop.wait(POLL)
+
+
+def worker_times(client: Client) -> tuple[list[float], list[float]]:
+    """Epoch seconds each worker's process started, and each was registered."""
+
+    def process_started() -> float:
+        import psutil
+
+        return psutil.Process().create_time()
+
+    started = list(client.run(process_started).values())
+    registered = [
+        stamp
+        for stamp, message in client.get_events("all")
+        if isinstance(message, dict) and message.get("action") == "add-worker"
+    ]
+    return started, registered
+
+
+def breakdown(
+    t0: float, returned: float, watch: QueueWatch, client: Client
+) -> dict[str, float | None]:
+    """Median seconds since ``t0`` (the scale call) at which each phase was reached."""
+    started, registered = worker_times(client)
+    per_phase: dict[str, list[float]] = {
+        "queued": [t["queued"] for t in watch.seen.values() if "queued" in t],
+        "idle": [t["idle"] for t in watch.seen.values() if "idle" in t],
+        "running": [t["running"] for t in watch.seen.values() if "running" in t],
+        "process started": started,
+        "registered": registered,
+    }
+    result: dict[str, float | None] = {"scale returned": returned - t0}
+    for phase, stamps in per_phase.items():
+        result[phase] = statistics.median(stamps) - t0 if stamps else None
+    return result
+
+
+def table(rows: dict[int, dict[str, dict[str, float | None]]]) -> str:
+    """Median seconds since scale() at which each phase is reached, per N and contender."""
+    lines = [
+        "Phases of scale(N): median seconds since the call at which jobs/workers reached each",
+        f"{'N':>4} {'who':<9} " + " ".join(f"{phase:>15}" for phase in PHASES),
+    ]
+    for n, contenders in rows.items():
+        for who, phases in contenders.items():
+            cells = " ".join(
+                f"{'-' if phases.get(p) is None else format(phases[p], '.2f'):>15}" for p in PHASES
+            )
+            lines.append(f"{n:>4} {who:<9} {cells}")
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""The gateway client against a real HTTP server that is briefly unavailable,
+as a gateway is behind its proxy while it is upgraded."""
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from htcdaskgateway.compat import ClosingOnceGateway
+
+
+def _serve(answers: list[int]):
+    """An API whose GET /api/v1/clusters/ answers each status in turn, then an empty list."""
+    calls = []
+
+    async def clusters(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        if answers:
+            return web.Response(status=answers.pop(0), text="upstream timeout")
+        return web.json_response({})
+
+    async def start():
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/clusters/", clusters)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        return runner, f"http://127.0.0.1:{port}"
+
+    return start, calls
+
+
+def test_reads_are_retried_while_the_gateway_passes_through_a_restart():
+    start, calls = _serve([504, 502, 503])
+
+    async def body():
+        runner, address = await start()
+        try:
+            async with ClosingOnceGateway(address=address, asynchronous=True) as gateway:
+                assert await gateway.list_clusters() == []
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(body())
+    assert calls == ["GET"] * 4
+
+
+def test_other_errors_are_not_retried():
+    start, calls = _serve([403])
+
+    async def body():
+        runner, address = await start()
+        try:
+            async with ClosingOnceGateway(address=address, asynchronous=True) as gateway:
+                with pytest.raises(Exception, match="refused GET"):
+                    await gateway.list_clusters()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(body())
+    assert calls == ["GET"]
