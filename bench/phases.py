@@ -12,11 +12,13 @@ one machine, so all clocks are the same clock.
 from __future__ import annotations
 
 import statistics
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 
 import htcondor2
+import psutil
 from distributed import Client
 
 POLL = 0.02
@@ -56,6 +58,22 @@ class QueueWatch:
             self._stop.wait(POLL)
 
 
+def _create_time_offset() -> float:
+    """What to add to psutil's process start times to get ``time.time()``'s clock.
+
+    psutil derives them from the kernel's boot time, which it reads in whole
+    seconds; every process of this machine (the containers share the
+    kernel) is off by the same amount, measured here on a fresh process.
+    """
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        started = time.time()
+        return started - psutil.Process(child.pid).create_time()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def worker_times(client: Client) -> tuple[list[float], list[float]]:
     """Epoch seconds each worker's process started, and each was registered."""
 
@@ -64,7 +82,8 @@ def worker_times(client: Client) -> tuple[list[float], list[float]]:
 
         return psutil.Process().create_time()
 
-    started = list(client.run(process_started).values())
+    offset = _create_time_offset()
+    started = [t + offset for t in client.run(process_started).values()]
     registered = [
         stamp
         for stamp, message in client.get_events("all")
