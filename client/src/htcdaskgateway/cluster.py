@@ -216,7 +216,7 @@ class HTCGatewayCluster(GatewayCluster):
                 logger.exception("Could not remove the worker jobs of %s", self.name)
         elif watcher is not None and watcher.stopped_reason is None:
             await watcher.release()
-            if watcher.holds_lease or self._lease:
+            if self._lease:
                 # The cluster runs on after this client: its idle jobs must
                 # not be removed by a lease nobody renews.
                 try:

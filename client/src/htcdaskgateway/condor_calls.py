@@ -5,7 +5,7 @@ schedd name, either ``None`` for the local HTCondor configuration's) and
 returns plain data (numbers, strings, dicts), so that it can run in the
 client's helper process (``helper_process``) and send its answer back.
 Failures raise ``CondorCallError`` with a kind the client turns into its
-own error classes. Only ``htcondor2`` and ``classad2`` are imported: the
+own error classes. Only ``htcondor2`` is imported: the
 helper process starts quickly.
 """
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -189,8 +188,3 @@ class Reconciler:
         await self.tracker.schedd.remove(list(job_ids), reason)
         gone = set(job_ids)
         self.tracker.table = [job for job in self.tracker.table if job.job_id not in gone]
-
-
-def adapt_bounds(minimum: int, maximum: float, max_jobs: int) -> tuple[int, int]:
-    """``adapt()``'s bounds with no maximum meaning ``max_jobs``."""
-    return minimum, max_jobs if math.isinf(maximum) else int(maximum)

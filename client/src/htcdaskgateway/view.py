@@ -22,13 +22,17 @@ def job_rows(tracker: JobTracker) -> list[dict[str, str]]:
     return rows
 
 
+def _counts(tracker: JobTracker, why: str = "") -> str:
+    counts = count_by_status(tracker.table)
+    return f"idle {counts['idle']}{why}, running {counts['running']}, held {counts['held']}"
+
+
 def jobs_summary(tracker: JobTracker, reconciler: Reconciler | None = None) -> str:
     """One line: counts, why idle jobs wait, and whether submitting is held back."""
-    counts = count_by_status(tracker.table)
     idle = [job for job in tracker.table if job.status is JobStatus.IDLE]
     reasons = sorted({tracker.reason(job) for job in idle} - {""})
     why = f" ({'; '.join(reasons)})" if reasons else ""
-    text = f"jobs idle {counts['idle']}{why}, running {counts['running']}, held {counts['held']}"
+    text = f"jobs {_counts(tracker, why)}"
     if reconciler is not None and reconciler.submit_error:
         text += (
             f"; submitting failed {reconciler.submit_failures} time(s) "
@@ -65,16 +69,11 @@ def failure_message(
 
 
 def short_repr(name: object, status: object, tracker: JobTracker) -> str:
-    counts = count_by_status(tracker.table)
-    return (
-        f"HTCGatewayCluster<{name}, status={status}, jobs: idle {counts['idle']}, "
-        f"running {counts['running']}, held {counts['held']}>"
-    )
+    return f"HTCGatewayCluster<{name}, status={status}, jobs: {_counts(tracker)}>"
 
 
 def jobs_html(tracker: JobTracker, reconciler: Reconciler, failure: str | None) -> str:
     """The job table for the widget and the notebook repr (running jobs are only counted)."""
-    counts = count_by_status(tracker.table)
     rows = "".join(
         f"<tr><td>{row['job']}</td><td>{row['status']}</td>"
         f"<td>{html.escape(row['reason'])}</td></tr>"
@@ -93,10 +92,7 @@ def jobs_html(tracker: JobTracker, reconciler: Reconciler, failure: str | None) 
             f"<p><b>Submitting failed {reconciler.submit_failures} time(s):</b> "
             f"{html.escape(reconciler.submit_error)}; next try in {reconciler.retry_in:.0f} s</p>"
         )
-    return (
-        f"<p><b>HTCondor jobs:</b> idle {counts['idle']}, running {counts['running']}, "
-        f"held {counts['held']}</p>" + (table if rows else "") + notes
-    )
+    return f"<p><b>HTCondor jobs:</b> {_counts(tracker)}</p>" + (table if rows else "") + notes
 
 
 class Progress:
