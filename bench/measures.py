@@ -94,6 +94,11 @@ def floor(n: int) -> Run:
         _until_empty(constraint, "floor cleanup")
 
 
+def _worker_jobs(cluster: HTCGatewayCluster) -> str:
+    """Constraint matching the cluster's worker jobs (not its credentials job)."""
+    return f'HTCDaskGatewayCluster == "{cluster.name}" && HTCDaskGatewayRole =?= undefined'
+
+
 def _workers(client: Client) -> int:
     return len(client.scheduler_info(n_workers=-1)["workers"])
 
@@ -163,7 +168,7 @@ NEVER_STARTS = "False"
 def p2_ours(n: int) -> float:
     """Wall time of ``scale(n)`` until all n jobs are in the queue (none can start)."""
     with ours(submit={"requirements": NEVER_STARTS}) as cluster:
-        constraint = f'HTCDaskGatewayCluster == "{cluster.name}"'
+        constraint = _worker_jobs(cluster)
         started = time.monotonic()
         cluster.scale(n)
         _until(lambda: _count(constraint), n, "ours queued")
@@ -244,7 +249,7 @@ def phases_ours(n: int) -> dict[str, float | None]:
     """``scale(n)`` with the queue watched: when jobs and workers reach each phase."""
     with ours() as cluster:
         client = cluster.get_client()
-        with phases.QueueWatch(f'HTCDaskGatewayCluster == "{cluster.name}"') as watch:
+        with phases.QueueWatch(_worker_jobs(cluster)) as watch:
             t0 = time.time()
             cluster.scale(n)
             returned = time.time()

@@ -19,7 +19,14 @@ from typing import Any
 import classad2
 
 from htcdaskgateway.errors import SubmitError
-from htcdaskgateway.jobs import SPOOLING_INPUT, EndedJob, JobId, JobStatus, WorkerJob
+from htcdaskgateway.jobs import (
+    SPOOLING_INPUT,
+    CredentialsJob,
+    EndedJob,
+    JobId,
+    JobStatus,
+    WorkerJob,
+)
 from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, USER_ATTRIBUTE
 from htcdaskgateway.scheduler_plugin import KeepHTCondorWorkers
 
@@ -51,6 +58,8 @@ class FakeSchedd:
     queue: dict[JobId, FakeJob] = field(default_factory=dict)
     ended_jobs: list[EndedJob] = field(default_factory=list)
     submits: list[int] = field(default_factory=list)  # count of each accepted submit
+    descriptions: list[dict[str, str]] = field(default_factory=list)  # of each accepted submit
+    spool_hold_looks: int = 0  # spooled jobs stay held (spooling) for this many looks
     calls: int = 0
     _clusters: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -71,12 +80,36 @@ class FakeSchedd:
         expression = classad2.ExprTree(constraint)
         return [job for job in self.queue.values() if expression.eval(job.as_ad()) is True]
 
-    async def submit(self, description: Mapping[str, str], count: int) -> list[JobId]:
+    async def submit(
+        self, description: Mapping[str, str], count: int, spool: bool = False
+    ) -> list[JobId]:
         await self._answer()
         if self.refuse_submits:
             self.refuse_submits -= 1
-            raise SubmitError("The schedd refused the worker jobs: fake refusal")
-        return self.add(description, count, self.identity)
+            raise SubmitError("The schedd refused the jobs: fake refusal")
+        self.descriptions.append(dict(description))
+        ids = self.add(description, count, self.identity)
+        for job_id in ids:
+            # A spooled job's initial directory becomes its spool directory.
+            self.queue[job_id].ad["Iwd"] = f"/spool/{job_id}" if spool else "/"
+            if spool and self.spool_hold_looks:
+                self.spooling(job_id)
+                self.queue[job_id].ad["SpoolLooksLeft"] = self.spool_hold_looks
+        return ids
+
+    async def credentials_jobs(self, constraint: str) -> list[CredentialsJob]:
+        await self._answer()
+        for job in self.queue.values():
+            looks = job.ad.get("SpoolLooksLeft")
+            if looks is not None:
+                job.ad["SpoolLooksLeft"] = looks - 1
+                if looks <= 1:
+                    del job.ad["SpoolLooksLeft"]
+                    self.set_status(job.job_id, JobStatus.IDLE)
+        return [
+            CredentialsJob(job.job_id, job.status, job.ad["Iwd"])
+            for job in sorted(self._matching(constraint), key=lambda j: j.job_id.sort_key)
+        ]
 
     def add(self, description: Mapping[str, str], count: int, owner: str) -> list[JobId]:
         """Queue ``count`` jobs from a submit description's MY.* attributes, as ``owner``."""

@@ -46,7 +46,13 @@ def make(schedd: FakeSchedd | None = None, max_jobs: int = 100, clock: Clock | N
 
     async def submit(count: int) -> list[JobId]:
         description = worker_job_description(
-            settings, CLUSTER, "tls://proxy:8786", [], user="alice", gateway_id=GATEWAY, lease=60
+            settings,
+            CLUSTER,
+            "tls://proxy:8786",
+            "/spool",
+            user="alice",
+            gateway_id=GATEWAY,
+            lease=60,
         )
         return await schedd.submit(description, count)
 

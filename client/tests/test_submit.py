@@ -5,11 +5,16 @@ import pytest
 
 from htcdaskgateway.errors import SettingError
 from htcdaskgateway.settings import HTCondorSettings
-from htcdaskgateway.submit import quote_arguments, worker_job_description
+from htcdaskgateway.submit import (
+    credentials_job_description,
+    quote_arguments,
+    worker_job_description,
+)
 
 from .conftest import make_credentials
 
 FILES = [Path("/stage/dask.crt"), Path("/stage/dask.pem")]
+SPOOL = "/var/spool/condor/7/0/cluster7.proc0.subproc0"
 
 
 GATEWAY = "http://gateway.test:8000"
@@ -18,7 +23,7 @@ GATEWAY = "http://gateway.test:8000"
 def describe(lease=None, **overrides):
     settings = HTCondorSettings.from_config(overrides)
     return worker_job_description(
-        settings, "abc123", "tls://127.0.0.1:18786", FILES, user="alice", gateway_id=GATEWAY,
+        settings, "abc123", "tls://127.0.0.1:18786", SPOOL, user="alice", gateway_id=GATEWAY,
         lease=lease,
     )  # fmt: skip
 
@@ -34,14 +39,32 @@ def test_description_names_cluster_and_worker():
     assert "--scheduler-address tls://127.0.0.1:18786" in description["arguments"]
 
 
-def test_credentials_travel_as_files_only():
+def test_credentials_travel_as_files_only_from_the_credentials_jobs_spool():
     cert, key = make_credentials()
     description = describe()
-    assert description["transfer_input_files"] == "/stage/dask.crt,/stage/dask.pem"
+    assert description["transfer_input_files"] == f"{SPOOL}/dask.crt,{SPOOL}/dask.pem"
+    assert description["initialdir"] == "/"
     text = repr(description)
     assert "BEGIN" not in text
     assert cert not in text and key not in text
     assert "environment" not in description
+
+
+def test_credentials_job_spools_the_files_and_never_runs():
+    settings = HTCondorSettings.from_config(
+        {"submit": {"extra-directives": {"requirements": "true", "accounting_group": "cms"}}}
+    )
+    description = credentials_job_description(
+        settings, "abc123", FILES, user="alice", gateway_id=GATEWAY, lease=60
+    )
+    assert description["transfer_input_files"] == "/stage/dask.crt,/stage/dask.pem"
+    assert description["requirements"] == "false", "extra directives cannot make it run"
+    assert description["accounting_group"] == "cms", "the facility's directives still apply"
+    assert description["MY.HTCDaskGatewayRole"] == '"credentials"'
+    assert description["MY.HTCDaskGatewayCluster"] == '"abc123"'
+    assert description["MY.HTCDaskGatewayLeaseExpiry"] == "QDate + 60"
+    assert description["periodic_remove"] == describe(lease=60)["periodic_remove"]
+    assert "MY.HTCDaskGatewayRole" not in describe(), "worker jobs have no role"
 
 
 def test_nothing_is_transferred_back():
@@ -77,7 +100,7 @@ def test_extra_directives_and_args():
 def test_refuses_names_that_are_not_gateway_cluster_names():
     settings = HTCondorSettings.from_config()
     with pytest.raises(ValueError, match="cluster name"):
-        worker_job_description(settings, 'x" || true', "tls://h:1", FILES, user="a", gateway_id="g")
+        worker_job_description(settings, 'x" || true', "tls://h:1", SPOOL, user="a", gateway_id="g")
 
 
 @pytest.mark.parametrize(
@@ -124,7 +147,7 @@ def test_container_universe_and_extra_requirements_and_attributes():
 def test_user_names_are_quoted_as_classad_strings():
     settings = HTCondorSettings.from_config()
     description = worker_job_description(
-        settings, "abc123", "tls://h:1", FILES, user='ev"il\\', gateway_id="g"
+        settings, "abc123", "tls://h:1", SPOOL, user='ev"il\\', gateway_id="g"
     )
     assert description["MY.HTCDaskGatewayUser"] == '"ev\\"il\\\\"'
 
@@ -133,7 +156,7 @@ def test_user_names_are_quoted_as_classad_strings():
     "key",
     ["MY.HTCDaskGatewayCluster", "+HTCDaskGatewayUser", "my.htcdaskgatewaygateway",
      "MY.HTCDaskGatewayLeaseExpiry", "periodic_remove", "getenv", "Environment",
-     "transfer_input_files", "arguments"],
+     "transfer_input_files", "arguments", "initialdir"],
 )  # fmt: skip
 def test_extra_directives_cannot_override_what_keeps_jobs_owned_leased_and_secret(key):
     with pytest.raises(SettingError, match=f"extra-directives.{re.escape(key)} may not be set"):

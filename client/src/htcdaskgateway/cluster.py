@@ -28,15 +28,15 @@ from dask_gateway.client import ClusterStatus
 
 from . import view
 from .compat import ClosingOnceGateway
-from .credentials import check_credentials, staged_credentials
+from .credentials_job import CredentialsJob
 from .errors import HTCondorError, SettingError
-from .jobs import FAILURES_BEFORE_PAUSE, JobId, JobTracker, WorkerJob
+from .jobs import FAILURES_BEFORE_PAUSE, JobId, JobSelector, JobTracker, WorkerJob
 from .naming import LEASE_ATTRIBUTE, checked_cluster_name
 from .reconciler import AdaptTarget, Reconciler, ScaleTarget, Target, target_to_wire
 from .schedd import ScheddClient
 from .scheduler_link import SchedulerLink
 from .settings import HTCondorSettings
-from .submit import worker_job_description
+from .submit import credentials_job_description, worker_job_description
 from .watch import Watcher
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,9 @@ class HTCGatewayCluster(GatewayCluster):
         self._token = uuid.uuid4().hex
         self._watcher: Watcher | None = None
         self._reconciler: Reconciler | None = None
+        self._credentials = CredentialsJob(
+            self.schedd, self._selector, self._credentials_job_description
+        )
 
     # -- what the parts need of the cluster ----------------------------------
 
@@ -131,17 +134,26 @@ class HTCGatewayCluster(GatewayCluster):
     def _tracker(self) -> JobTracker | None:
         return None if self._reconciler is None else self._reconciler.tracker
 
+    async def _selector(self) -> JobSelector:
+        """This cluster's jobs, of this user (as the schedd knows them) and gateway."""
+        return JobSelector(await self.schedd.owner(), self.gateway_id, self.name)
+
+    def _credentials_job_description(self, files: Any) -> dict[str, str]:
+        return credentials_job_description(
+            self.htcondor_settings, self.name, files,
+            user=self.user, gateway_id=self.gateway_id, lease=self._lease or None,
+        )  # fmt: skip
+
     async def _submit_workers(self, count: int) -> list[JobId]:
         if self.security is None:
             raise HTCondorError(f"Cluster {self.name} is not running; cannot add workers")
-        cert, key = self.security.tls_cert, self.security.tls_key
-        check_credentials(cert, key)
-        with staged_credentials(cert, key) as files:
-            description = worker_job_description(
-                self.htcondor_settings, self.name, self.worker_scheduler_address, files,
-                user=self.user, gateway_id=self.gateway_id, lease=self._lease or None,
-            )  # fmt: skip
-            job_ids = await self.schedd.submit(description, count)
+        self._credentials.tls = (self.security.tls_cert, self.security.tls_key)
+        description = worker_job_description(
+            self.htcondor_settings, self.name, self.worker_scheduler_address,
+            await self._credentials.directory(),
+            user=self.user, gateway_id=self.gateway_id, lease=self._lease or None,
+        )  # fmt: skip
+        job_ids = await self.schedd.submit(description, count)
         logger.info("Submitted %d worker jobs for %s: %s", count, self.name, job_ids)
         return job_ids
 
@@ -167,17 +179,24 @@ class HTCGatewayCluster(GatewayCluster):
         return reason
 
     async def _remove_all_jobs(self, reason: str) -> None:
-        if self._tracker is None:
+        """Remove the cluster's worker jobs and its credentials job."""
+        if self.name is None:
             return
-        selector = await self._tracker.selector()
-        await self.schedd.remove(selector.constraint(), reason)
+        await self._credentials.settle()
+        await self.schedd.remove((await self._selector()).every_job_constraint(), reason)
 
     # -- starting and stopping -------------------------------------------
 
     async def _start_async(self) -> None:
+        new = self.status == "created"
         await super()._start_async()
         if self.status != "running" or self._watcher is not None:
             return
+        if self.security is not None:
+            self._credentials.tls = (self.security.tls_cert, self.security.tls_key)
+            if new:
+                # Spooled while the caller gets to its first scale() (~10 ms).
+                self._credentials.prepare()
         settings = self.htcondor_settings
         link = SchedulerLink(self.scheduler_comm)
         tracker = JobTracker(self.schedd, self.gateway_id, self.name)
@@ -220,8 +239,11 @@ class HTCGatewayCluster(GatewayCluster):
                 # The cluster runs on after this client: its idle jobs must
                 # not be removed by a lease nobody renews.
                 try:
-                    selector = await self._tracker.selector()  # type: ignore[union-attr]
-                    await self.schedd.edit(selector.constraint(), LEASE_ATTRIBUTE, "undefined")
+                    await self._credentials.settle()
+                    selector = await self._selector()
+                    await self.schedd.edit(
+                        selector.every_job_constraint(), LEASE_ATTRIBUTE, "undefined"
+                    )
                 except HTCondorError:
                     logger.warning("Could not clear the jobs' lease of %s", self.name)
         await super()._stop_internal(shutdown=shutdown)

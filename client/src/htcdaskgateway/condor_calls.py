@@ -11,6 +11,7 @@ helper process starts quickly.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import htcondor2
@@ -106,20 +107,31 @@ def identity(where: Where) -> str:
     return user
 
 
-def submit(where: Where, description: dict[str, str], count: int) -> tuple[int, int, int]:
-    """Queue ``count`` jobs and spool their input; returns (ClusterId, first ProcId, count)."""
+def submit(
+    where: Where, description: dict[str, str], count: int, spool: bool
+) -> tuple[int, int, int]:
+    """Queue ``count`` jobs, spooling their input if ``spool``.
+
+    Returns (ClusterId, first ProcId, count).
+    """
     schedd = _schedd(where)
     try:
-        result = schedd.submit(htcondor2.Submit(description), count=count, spool=True)
+        result = schedd.submit(htcondor2.Submit(description), count=count, spool=spool)
     except htcondor2.HTCondorException as exc:
-        raise CondorCallError(SUBMIT, f"The schedd refused the worker jobs: {exc}") from None
+        raise CondorCallError(SUBMIT, f"The schedd refused the jobs: {exc}") from None
     cluster, first, procs = result.cluster(), result.first_proc(), result.num_procs()
+    if not spool:
+        # As condor_submit does (SUBMIT_SEND_RESCHEDULE): the schedd asks the
+        # negotiator for a cycle now instead of at its next interval.
+        with contextlib.suppress(htcondor2.HTCondorException):
+            schedd.reschedule()
+        return cluster, first, procs
     try:
         schedd.spool(result)
     except htcondor2.HTCondorException as exc:
         schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}", "input not spooled")
         raise CondorCallError(
-            SUBMIT, f"Could not send the worker credentials to the schedd: {exc}"
+            SUBMIT, f"Could not send the cluster's credentials to the schedd: {exc}"
         ) from None
     return cluster, first, procs
 

@@ -101,7 +101,7 @@ class HTCGateway(ClosingOnceGateway):
         if adapting is not None:
             await adapting._stop_internal()
         selector = await self._jobs_selector(cluster_name)
-        await self.schedd.remove(selector.constraint(), f"cluster {cluster_name} stopped")
+        await self.schedd.remove(selector.every_job_constraint(), f"cluster {cluster_name} stopped")
         await self._stop_cluster(cluster_name)
 
     def scale_cluster(self, cluster_name: str, n: int, **kwargs: Any) -> Any:
@@ -216,7 +216,7 @@ class HTCGateway(ClosingOnceGateway):
         # Jobs first, clusters second: a cluster started in between has no
         # job in the first answer, so it cannot be judged orphaned.
         selector = await self._jobs_selector()
-        jobs = await self.schedd.jobs(selector.constraint())
+        jobs = await self.schedd.jobs(selector.every_job_constraint())
         live = {c.name for c in await self._clusters()}
         orphans = sorted(
             {j.cluster_name for j in jobs if j.cluster_name and j.cluster_name not in live}
@@ -224,7 +224,8 @@ class HTCGateway(ClosingOnceGateway):
         removed = {}
         for name in orphans:
             removed[name] = await self.schedd.remove(
-                selector.for_cluster(name).constraint(), f"gateway cluster {name} no longer exists"
+                selector.for_cluster(name).every_job_constraint(),
+                f"gateway cluster {name} no longer exists",
             )
         return removed
 

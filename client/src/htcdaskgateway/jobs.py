@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import HTCondorError
-from .naming import CLUSTER_ATTRIBUTE, GATEWAY_ATTRIBUTE, checked_cluster_name
+from .naming import (
+    CLUSTER_ATTRIBUTE,
+    CREDENTIALS_ROLE,
+    GATEWAY_ATTRIBUTE,
+    ROLE_ATTRIBUTE,
+    checked_cluster_name,
+)
 
 if TYPE_CHECKING:
     from .schedd import Schedd
@@ -106,6 +112,20 @@ class WorkerJob:
 
 
 @dataclass(frozen=True)
+class CredentialsJob:
+    """The job whose spool holds a cluster's credentials (``credentials_job``)."""
+
+    job_id: JobId
+    status: JobStatus
+    directory: str  # its initial directory: the spool directory, once spooled
+
+    @property
+    def is_ready(self) -> bool:
+        """Spooled: idle, never to run, its files in place."""
+        return self.status is JobStatus.IDLE
+
+
+@dataclass(frozen=True)
 class EndedJob:
     """A job that left the queue, as the schedd's history recorded it."""
 
@@ -172,12 +192,25 @@ class JobSelector:
         return JobSelector(self.owner, self.gateway, cluster)
 
     def constraint(self, *statuses: JobStatus) -> str:
+        """The worker jobs (in one of ``statuses``, if given)."""
+        return self._terms(statuses, f"{ROLE_ATTRIBUTE} =?= undefined")
+
+    def credentials_constraint(self) -> str:
+        """The job(s) carrying the cluster's credentials for its workers."""
+        return self._terms((), f"{ROLE_ATTRIBUTE} == {classad_string(CREDENTIALS_ROLE)}")
+
+    def every_job_constraint(self, *statuses: JobStatus) -> str:
+        """Worker and credentials jobs alike: what removal and leases cover."""
+        return self._terms(statuses)
+
+    def _terms(self, statuses: tuple[JobStatus, ...], *extra: str) -> str:
         terms = [f"User == {classad_string(self.owner)}"]
         terms.append(f"{GATEWAY_ATTRIBUTE} == {classad_string(self.gateway)}")
         if self.cluster is None:
             terms.append(f"{CLUSTER_ATTRIBUTE} =!= undefined")
         else:
             terms.append(f"{CLUSTER_ATTRIBUTE} == {classad_string(self.cluster)}")
+        terms.extend(extra)
         if statuses:
             terms.append("(" + " || ".join(f"JobStatus == {int(s)}" for s in statuses) + ")")
         return " && ".join(terms)

@@ -19,6 +19,11 @@ USER_ATTRIBUTE = "HTCDaskGatewayUser"
 # ClassAd attribute holding the epoch second the client lease ends; an idle
 # job past it is removed by the schedd (see submit.py).
 LEASE_ATTRIBUTE = "HTCDaskGatewayLeaseExpiry"
+# ClassAd attribute marking a cluster's job that is not a worker; worker
+# jobs have none. CREDENTIALS_ROLE: the job that carries the cluster's
+# credentials in its spool for the worker jobs (credentials_job.py).
+ROLE_ATTRIBUTE = "HTCDaskGatewayRole"
+CREDENTIALS_ROLE = "credentials"
 # File names of the cluster's credentials inside the job's sandbox.
 CERT_FILE = "dask.crt"
 KEY_FILE = "dask.pem"

@@ -18,7 +18,7 @@ from . import condor_calls
 from .condor_calls import CondorCallError
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
 from .helper_process import HelperProcess
-from .jobs import EndedJob, JobId, JobStatus, WorkerJob
+from .jobs import CredentialsJob, EndedJob, JobId, JobStatus, WorkerJob
 from .naming import CLUSTER_ATTRIBUTE, USER_ATTRIBUTE
 
 _PROJECTION = [
@@ -36,8 +36,11 @@ class Schedd(Protocol):
 
     async def owner(self) -> str: ...
     def schedd_time(self) -> float: ...
-    async def submit(self, description: Mapping[str, str], count: int) -> list[JobId]: ...
+    async def submit(
+        self, description: Mapping[str, str], count: int, spool: bool = False
+    ) -> list[JobId]: ...
     async def jobs(self, constraint: str) -> list[WorkerJob]: ...
+    async def credentials_jobs(self, constraint: str) -> list[CredentialsJob]: ...
     async def ended(self, job_ids: list[JobId], not_before: int) -> list[EndedJob]: ...
     async def history(
         self, constraint: str, not_before: int, limit: int = -1
@@ -114,14 +117,27 @@ class ScheddClient:
             self._owner = await self._call("identity")
         return self._owner
 
-    async def submit(self, description: Mapping[str, str], count: int) -> list[JobId]:
-        """Queue ``count`` jobs in one transaction and spool their input files.
+    async def submit(
+        self, description: Mapping[str, str], count: int, spool: bool = False
+    ) -> list[JobId]:
+        """Queue ``count`` jobs in one transaction; ``spool``: send their input files too.
 
-        The jobs wait on hold until their input files are in the schedd's
-        spool, so the local copies may be deleted when this returns.
+        Spooled jobs wait on hold until their input files are in the
+        schedd's spool, so the local copies may be deleted when this returns.
         """
-        cluster, first, procs = await self._call("submit", dict(description), count)
+        cluster, first, procs = await self._call("submit", dict(description), count, spool)
         return [JobId.of(cluster, first + i) for i in range(procs)]
+
+    async def credentials_jobs(self, constraint: str) -> list[CredentialsJob]:
+        """Credentials jobs matching ``constraint``, with their spool directories."""
+        ads = await self._call("query", constraint, ["ClusterId", "ProcId", "JobStatus", "Iwd"])
+        ads.sort(key=lambda ad: (ad["ClusterId"], ad["ProcId"]))
+        return [
+            CredentialsJob(
+                JobId.of(ad["ClusterId"], ad["ProcId"]), JobStatus(ad["JobStatus"]), str(ad["Iwd"])
+            )
+            for ad in ads
+        ]
 
     async def jobs(self, constraint: str) -> list[WorkerJob]:
         """Jobs matching ``constraint`` that are still in the queue."""

@@ -225,6 +225,7 @@ PROTECTED_COMMANDS = frozenset(
     {
         "periodic_remove", "getenv", "environment", "env", "arguments", "args",
         "transfer_input_files", "executable", "transfer_executable", "leave_in_queue",
+        "initialdir", "iwd",
     }
 )  # fmt: skip
 PROTECTED_ATTRIBUTE_PREFIX = "htcdaskgateway"

@@ -12,9 +12,13 @@ from pathlib import Path
 
 from .jobs import classad_string
 from .naming import (
+    CERT_FILE,
     CLUSTER_ATTRIBUTE,
+    CREDENTIALS_ROLE,
     GATEWAY_ATTRIBUTE,
+    KEY_FILE,
     LEASE_ATTRIBUTE,
+    ROLE_ATTRIBUTE,
     USER_ATTRIBUTE,
     WORKER_NAME_TEMPLATE,
     checked_cluster_name,
@@ -22,23 +26,27 @@ from .naming import (
 )
 from .settings import HTCondorSettings
 
+CREDENTIAL_FILES = (CERT_FILE, KEY_FILE)
+
 
 def worker_job_description(
     settings: HTCondorSettings,
     cluster_name: str,
     scheduler_address: str,
-    credential_files: Sequence[Path],
+    credentials_dir: str,
     user: str,
     gateway_id: str,
     lease: int | None = None,
 ) -> dict[str, str]:
     """Submit commands for one worker job of ``cluster_name``, run for ``user``.
 
-    The credentials travel only as transferred input files; the description
-    itself holds their paths on the submitting side, never their contents.
-    ``lease`` (seconds) is how long after it was queued the job, while idle
-    or held, is removed by the schedd unless a client renews its lease;
-    ``None`` leaves that to a client holding the cluster's lease.
+    The credentials travel only as transferred input files, from
+    ``credentials_dir``: the spool directory, on the schedd's host, of the
+    cluster's credentials job (``credentials_job_description``). The
+    description holds their paths, never their contents. ``lease``
+    (seconds) is how long after it was queued the job, while idle or held,
+    is removed by the schedd unless a client renews its lease; ``None``
+    leaves that to a client holding the cluster's lease.
     """
     checked_cluster_name(cluster_name)
     worker = settings.worker
@@ -72,8 +80,6 @@ def worker_job_description(
         # job running to worker connected 1.35 s -> 0.35 s).
         "transfer_output_files": '""',
         "when_to_transfer_output": "ON_EXIT",
-        # Spooled (remote) submissions otherwise stay in the queue after they
-        # end, waiting for their output to be fetched; workers have none.
         "leave_in_queue": "false",
         # A removed job's worker is killed outright. Its data has already
         # moved: the client retires workers through the scheduler before it
@@ -83,22 +89,79 @@ def worker_job_description(
         "kill_sig": "SIGKILL",
         # Bounds the wait if extra-directives choose a catchable kill_sig.
         "job_max_vacate_time": str(worker.kill_timeout),
-        "transfer_input_files": ",".join(str(p) for p in credential_files),
+        # Not spooled: the shadow reads them from the credentials job's
+        # spool when the job starts, so the job is idle the moment it is
+        # queued (a spooled job waits on hold for the schedd's 1 s pause
+        # after every spool).
+        "transfer_input_files": ",".join(f"{credentials_dir}/{name}" for name in CREDENTIAL_FILES),
+        # The shadow runs in the job's initial directory on the schedd's
+        # host; the submitting machine's own working directory need not
+        # exist there ("/" does everywhere, and nothing is written to it).
+        "initialdir": "/",
         "request_cpus": str(worker.cores),
         # HTCondor counts memory in MiB and disk in KiB.
         "request_memory": str(math.ceil(worker.memory / 2**20)),
         "request_disk": str(math.ceil(worker.disk / 2**10)),
-        "batch_name": settings.submit.batch_name.format(cluster_name=cluster_name),
-        f"MY.{CLUSTER_ATTRIBUTE}": f'"{cluster_name}"',
-        f"MY.{USER_ATTRIBUTE}": classad_string(user),
-        f"MY.{GATEWAY_ATTRIBUTE}": classad_string(gateway_id),
-        "periodic_remove": _removal_expression(settings),
     }
     if worker.image:
         image_command = "docker_image" if worker.universe == "docker" else "container_image"
         description[image_command] = worker.image
     if settings.submit.requirements:
         description["requirements"] = f"({settings.submit.requirements})"
+    return _owned_and_leased(description, settings, cluster_name, user, gateway_id, lease)
+
+
+def credentials_job_description(
+    settings: HTCondorSettings,
+    cluster_name: str,
+    credential_files: Sequence[Path],
+    user: str,
+    gateway_id: str,
+    lease: int | None = None,
+) -> dict[str, str]:
+    """Submit commands for the job that carries ``cluster_name``'s credentials.
+
+    It is submitted with its input spooled and never runs: the schedd keeps
+    the files in the job's spool directory (the user's own, 0700) for the
+    worker jobs to transfer from, and deletes them when the job leaves the
+    queue, which it does with the cluster's worker jobs (same selection,
+    same lease).
+    """
+    checked_cluster_name(cluster_name)
+    description = {
+        "universe": "vanilla",
+        "executable": settings.worker.executable,
+        "transfer_executable": "false",
+        "should_transfer_files": "YES",
+        "transfer_input_files": ",".join(str(p) for p in credential_files),
+        "transfer_output_files": '""',
+        # Spooled submissions otherwise stay queued after they end.
+        "leave_in_queue": "false",
+        f"MY.{ROLE_ATTRIBUTE}": classad_string(CREDENTIALS_ROLE),
+    }
+    description = _owned_and_leased(description, settings, cluster_name, user, gateway_id, lease)
+    # Never matched, whatever the extra directives say: it only holds files.
+    description["requirements"] = "false"
+    return description
+
+
+def _owned_and_leased(
+    description: dict[str, str],
+    settings: HTCondorSettings,
+    cluster_name: str,
+    user: str,
+    gateway_id: str,
+    lease: int | None,
+) -> dict[str, str]:
+    description.update(
+        {
+            "batch_name": settings.submit.batch_name.format(cluster_name=cluster_name),
+            f"MY.{CLUSTER_ATTRIBUTE}": classad_string(cluster_name),
+            f"MY.{USER_ATTRIBUTE}": classad_string(user),
+            f"MY.{GATEWAY_ATTRIBUTE}": classad_string(gateway_id),
+            "periodic_remove": _removal_expression(settings),
+        }
+    )
     if lease:
         # QDate is the schedd's own clock at queueing: no skew with ours.
         # Renewals write the schedd's time as the client last measured it.

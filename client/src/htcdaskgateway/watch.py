@@ -154,16 +154,16 @@ class Watcher:
     async def _renew_schedd_lease(self) -> None:
         # Idle and held jobs are removed by the schedd once their lease
         # attribute is past (submit.py); push it out while this client lives.
-        waiting = [
-            job for job in self.reconciler.tracker.table if job.status is not JobStatus.RUNNING
-        ]
+        # The credentials job is always idle, so there is always one to renew.
         due = time.monotonic() - self._schedd_lease_renewed >= self.lease / 3
-        if not self.lease or not waiting or not due:
+        if not self.lease or not due:
             return
         tracker = self.reconciler.tracker
         selector = await tracker.selector()
         expiry = int(tracker.schedd.schedd_time()) + self.lease
         await tracker.schedd.edit(
-            selector.constraint(JobStatus.IDLE, JobStatus.HELD), LEASE_ATTRIBUTE, str(expiry)
+            selector.every_job_constraint(JobStatus.IDLE, JobStatus.HELD),
+            LEASE_ATTRIBUTE,
+            str(expiry),
         )
         self._schedd_lease_renewed = time.monotonic()
