@@ -30,6 +30,7 @@ from htcdaskgateway import HTCGateway, HTCGatewayCluster
 
 T = TypeVar("T")
 CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
+ROLE_ATTRIBUTE = "HTCDaskGatewayRole"
 COMPOSE_PROJECT = "htcdaskgateway"  # docker-compose.yml's name
 
 TARGET = os.environ.get("E2E_TARGET", "compose")
@@ -87,10 +88,28 @@ def wait_for(check: Callable[[], T], what: str, timeout: float = 60, interval: f
         time.sleep(interval)
 
 
-def queue(cluster_name: str, projection: list[str] | None = None) -> list:
-    """The cluster's jobs in the schedd's queue, read independently of the client."""
+def queue(cluster_name: str, projection: list[str] | None = None, every_job: bool = False) -> list:
+    """The cluster's worker jobs in the schedd's queue, read independently of the client.
+
+    ``every_job``: its credentials job too (the one that holds the
+    cluster's certificate and key in its spool for the worker jobs).
+    """
     schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
-    return schedd.query(f'{CLUSTER_ATTRIBUTE} == "{cluster_name}"', projection=projection or [])
+    constraint = f'{CLUSTER_ATTRIBUTE} == "{cluster_name}"'
+    if not every_job:
+        constraint += f" && {ROLE_ATTRIBUTE} =?= undefined"
+    return schedd.query(constraint, projection=projection or [])
+
+
+def nothing_queued(cluster_name: str) -> bool:
+    """No job of the cluster is left in the queue: no worker, no credentials job."""
+    return not queue(cluster_name, every_job=True)
+
+
+def credentials_jobs(cluster_name: str, projection: list[str] | None = None) -> list:
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    constraint = f'{CLUSTER_ATTRIBUTE} == "{cluster_name}" && {ROLE_ATTRIBUTE} == "credentials"'
+    return schedd.query(constraint, projection=projection or [])
 
 
 def condor_q_long(cluster_name: str) -> str:
@@ -145,7 +164,7 @@ def new_cluster(gateway: HTCGateway) -> Iterator[Callable[[], HTCGatewayCluster]
     for cluster in clusters:
         cluster.shutdown()
     for cluster in clusters:
-        wait_for(lambda c=cluster: not queue(c.name), f"jobs of {cluster.name} to leave", 30)
+        wait_for(lambda c=cluster: nothing_queued(c.name), f"jobs of {cluster.name} to leave", 30)
 
 
 # -- the multi-tenant gateway (JupyterHub auth) and the stack's services ----

@@ -12,7 +12,7 @@ import time
 import pytest
 from dask_gateway import GatewayClusterError
 
-from conftest import queue, stack_service, wait_for, wait_healthy
+from conftest import nothing_queued, queue, stack_service, wait_for, wait_healthy
 from htcdaskgateway import HTCondorError
 
 # Bounds for the tests, not promises of speed: a client call with the
@@ -81,7 +81,7 @@ def test_gateway_restart_leaves_no_worker_running(gateway, record_figure):
         # The local backend's schedulers die with the gateway: the cluster is
         # gone, and so must its jobs be, whoever notices first (the owner's
         # watcher, or each worker's death timeout).
-        wait_for(lambda: not queue(name), f"the jobs of {name} to leave", DEATH_TIMEOUT + 60)
+        wait_for(lambda: nothing_queued(name), f"the jobs of {name} to leave", DEATH_TIMEOUT + 60)
         record_figure(
             f"gateway restart: the lost cluster's jobs left the queue "
             f"{time.monotonic() - restarted:.1f} s after the restart"
@@ -89,7 +89,7 @@ def test_gateway_restart_leaves_no_worker_running(gateway, record_figure):
         assert name not in [c.name for c in gateway.list_clusters()]
         with pytest.raises((GatewayClusterError, HTCondorError, ValueError, OSError)):
             cluster.scale(1)
-        assert not queue(name)
+        assert nothing_queued(name)
     finally:
         cluster.close()
 
@@ -101,7 +101,7 @@ def test_gateway_restart_leaves_no_worker_running(gateway, record_figure):
         assert again.get_client().submit(pow, 3, 3).result() == 27
     finally:
         again.shutdown()
-    wait_for(lambda: not queue(again.name), "the new cluster's jobs to leave", 30)
+    wait_for(lambda: nothing_queued(again.name), "the new cluster's jobs to leave", 30)
 
 
 def test_a_schedd_that_does_not_answer_for_3x_the_lease_does_not_stop_the_cluster(
@@ -136,4 +136,4 @@ def test_a_schedd_that_does_not_answer_for_3x_the_lease_does_not_stop_the_cluste
         assert gateway.get_cluster(cluster.name).status.name == "RUNNING"
     finally:
         cluster.shutdown()
-    wait_for(lambda: not queue(cluster.name), "the jobs to leave", 30)
+    wait_for(lambda: nothing_queued(cluster.name), "the jobs to leave", 30)

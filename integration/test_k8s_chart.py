@@ -13,7 +13,7 @@ import time
 import urllib.request
 from urllib.parse import urlsplit
 
-from conftest import cluster_objects, helm, kube_items, kubectl, queue, wait_for
+from conftest import cluster_objects, helm, kube_items, kubectl, nothing_queued, queue, wait_for
 from htcdaskgateway import HTCGateway
 
 CHART = "/src/charts/htcdaskgateway"
@@ -67,7 +67,7 @@ def test_a_cluster_is_a_daskcluster_and_a_scheduler_pod_until_shutdown(new_clust
     assert job["JobStatus"] == 2
 
     cluster.shutdown()
-    wait_for(lambda: not queue(cluster.name), "the cluster's jobs to leave the queue", 30)
+    wait_for(lambda: nothing_queued(cluster.name), "the cluster's jobs to leave the queue", 30)
 
     def all_gone() -> bool:
         return not any(cluster_objects(cluster.name).values())
@@ -159,7 +159,7 @@ def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_fig
         # helm deletes the objects it made; their pods go after their grace period.
         wait_for(lambda: not left(), f"nothing of {release} to be left in {namespace}", 120, 1)
         # The scheduler is gone: its worker ends at its death timeout.
-        wait_for(lambda: not queue(cluster.name), "the worker job to leave the queue", 60)
+        wait_for(lambda: nothing_queued(cluster.name), "the worker job to leave the queue", 60)
         cluster.close()
         gateway.close()
     finally:

@@ -14,7 +14,7 @@ import dask.array as da
 import pytest
 from dask_gateway import GatewayClusterError
 
-from conftest import cluster_objects, kube_items, kubectl, queue, wait_for
+from conftest import cluster_objects, kube_items, kubectl, nothing_queued, queue, wait_for
 
 NAMESPACE = "dask-gateway"
 RELEASE = "htc"
@@ -46,7 +46,9 @@ def test_scheduler_pod_deleted_the_client_says_so_and_the_jobs_leave(
 
     # The scheduler's SIGTERM closes its workers, so their jobs end at once;
     # the owner's watcher then finds the scheduler gone and says so.
-    wait_for(lambda: not queue(cluster.name), "the jobs of the lost cluster to leave", LEASE * 6)
+    wait_for(
+        lambda: nothing_queued(cluster.name), "the jobs of the lost cluster to leave", LEASE * 6
+    )
     record_figure(
         f"scheduler pod deleted: its jobs left the queue {time.monotonic() - deleted:.1f} s later"
     )

@@ -11,7 +11,7 @@ import time
 import htcondor2
 from dask_gateway.client import ClusterStatus
 
-from conftest import queue, wait_for
+from conftest import nothing_queued, queue, wait_for
 from htcdaskgateway.compat import ClosingOnceGateway
 
 
@@ -89,7 +89,7 @@ def test_interpreter_exit_shuts_the_cluster_down(gateway):
     out, err = exiting.communicate(timeout=180)
     assert exiting.returncode == 0, out + err
     name = out.split()[0]
-    wait_for(lambda: not queue(name), "the exited client's jobs to leave the queue", 30)
+    wait_for(lambda: nothing_queued(name), "the exited client's jobs to leave the queue", 30)
     wait_for(
         lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED,
         "the gateway to report the cluster stopped",
@@ -117,7 +117,7 @@ def test_killed_owner_loses_its_lease_and_its_jobs(gateway, record_figure):
     name = kill_once_queued(killed, 3)
     started = time.monotonic()
 
-    wait_for(lambda: not queue(name), "the killed owner's jobs to leave", death_timeout)
+    wait_for(lambda: nothing_queued(name), "the killed owner's jobs to leave", death_timeout)
     record_figure(
         f"killed client's jobs (2 running, 1 idle) gone "
         f"{time.monotonic() - started:.1f} s after SIGKILL (lease 10 s)"
@@ -147,8 +147,8 @@ def test_killed_client_leaves_jobs_that_cleanup_removes(gateway):
     assert len(active_jobs(name)) == 2, "nothing removed the orphaned jobs yet"
 
     out = cli("cleanup")
-    assert f"cluster {name}: removed 2 jobs" in out
-    wait_for(lambda: not queue(name), "cleanup to empty the queue of the orphaned jobs", 10)
+    assert f"cluster {name}: removed 3 jobs" in out, "2 workers and the credentials job"
+    wait_for(lambda: nothing_queued(name), "cleanup to empty the queue of the orphaned jobs", 10)
 
 
 def test_cli_list_status_scale_shutdown(gateway):
@@ -164,7 +164,7 @@ def test_cli_list_status_scale_shutdown(gateway):
         assert row.split()[1:] == ["RUNNING", "0", "1", "0"]
 
         assert "shut down" in cli("shutdown", name)
-        wait_for(lambda: not queue(name), "the queue to empty after `shutdown`", 30)
+        wait_for(lambda: nothing_queued(name), "the queue to empty after `shutdown`", 30)
         wait_for(
             lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED,
             "the gateway to report the cluster stopped",
@@ -225,7 +225,7 @@ def test_killed_owner_leaves_no_held_job_behind(gateway, record_figure):
     killed.send_signal(signal.SIGKILL)
     killed.wait(10)
     started = time.monotonic()
-    wait_for(lambda: not queue(name), "the held jobs to leave", lease + 1 + 15)
+    wait_for(lambda: nothing_queued(name), "the held jobs to leave", lease + 1 + 15)
     record_figure(
         f"killed client's 2 held jobs gone {time.monotonic() - started:.1f} s after SIGKILL "
         f"(lease {lease} s, PERIODIC_EXPR_INTERVAL 1 s)"

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import queue, user_command, wait_for
+from conftest import nothing_queued, user_command, wait_for
 
 USERS = ("alice", "bob")
 CLUSTERS_PER_USER = 5
@@ -57,7 +57,7 @@ def test_ten_clusters_of_ten_workers_two_users(record_figure):
     )
 
     for name in names:
-        wait_for(lambda n=name: not queue(n), f"jobs of {name} to leave", 60)
+        wait_for(lambda n=name: nothing_queued(n), f"jobs of {name} to leave", 60)
     # Every cluster is stopped at the gateway (checked per user).
     for user in USERS:
         listing = subprocess.run(

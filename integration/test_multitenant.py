@@ -18,7 +18,7 @@ import time
 import pytest
 from dask_gateway.auth import JupyterHubAuth
 
-from conftest import as_user, hub_env, queue, user_command, wait_for
+from conftest import as_user, hub_env, nothing_queued, queue, user_command, wait_for
 from htcdaskgateway import GatewayAccessError, HTCGateway
 
 CLI = shutil.which("htcdaskgateway") or "htcdaskgateway"
@@ -31,7 +31,7 @@ def alices_cluster(hub_gateway):
     cluster.wait_for_workers(2, timeout=120)
     yield cluster
     cluster.shutdown()
-    wait_for(lambda: not queue(cluster.name), "alice's jobs to leave", 30)
+    wait_for(lambda: nothing_queued(cluster.name), "alice's jobs to leave", 30)
 
 
 def running_jobs(name: str) -> list[str]:
@@ -164,7 +164,7 @@ def test_bobs_job_tagged_with_alices_cluster_is_not_hers(hub_gateway, variant):
     finally:
         cluster.shutdown()
         as_user("bob", "condor_rm", "-constraint", f'HTCDaskGatewayCluster == "{cluster.name}"')
-    wait_for(lambda: not queue(cluster.name), "all jobs to leave", 30)
+    wait_for(lambda: nothing_queued(cluster.name), "all jobs to leave", 30)
     # shutdown() left bob's job to bob: it was still queued until his condor_rm.
 
 
@@ -189,4 +189,4 @@ def test_cleanup_on_one_gateway_leaves_another_gateways_live_cluster(hub_gateway
         assert cluster.get_client().submit(pow, 2, 5).result() == 32
     finally:
         cluster.shutdown()
-    wait_for(lambda: not queue(cluster.name), "alice's jobs to leave", 30)
+    wait_for(lambda: nothing_queued(cluster.name), "alice's jobs to leave", 30)

@@ -8,7 +8,7 @@ import time
 from dask_gateway.client import ClusterStatus
 from dask_gateway.options import Options
 
-from conftest import condor_q_long, queue, wait_for
+from conftest import condor_q_long, nothing_queued, queue, wait_for
 from htcdaskgateway import HTCGateway
 
 
@@ -34,7 +34,7 @@ def test_async_api_end_to_end(stack_ready):
     name, jobs, total = asyncio.run(session())
     assert total == 45
     assert len(jobs) == 2
-    wait_for(lambda: not queue(name), "leaving `async with` to remove the jobs", 30)
+    wait_for(lambda: nothing_queued(name), "leaving `async with` to remove the jobs", 30)
     # The gateway stops a scheduler in the background after the DELETE returns.
     with HTCGateway() as gateway:
         wait_for(
@@ -52,7 +52,7 @@ def test_close_keeps_the_cluster_shutdown_ends_it(gateway):
     assert gateway.get_cluster(name).status is ClusterStatus.RUNNING
     assert active(name) == 1
     gateway.connect(name).shutdown()
-    wait_for(lambda: not queue(name), "shutdown() to remove the job", 30)
+    wait_for(lambda: nothing_queued(name), "shutdown() to remove the job", 30)
 
     # The owner's close(shutdown=False) releases its lease: the cluster runs
     # on well past the lease, and its idle job is not removed either.
@@ -73,7 +73,7 @@ def test_close_keeps_the_cluster_shutdown_ends_it(gateway):
     assert again.worker_jobs()[0].user == "alice"
     again.shutdown()
     again.shutdown()  # idempotent
-    wait_for(lambda: not queue(name), "shutdown() to remove the job", 30)
+    wait_for(lambda: nothing_queued(name), "shutdown() to remove the job", 30)
     wait_for(
         lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED, "a stopped cluster", 30
     )
@@ -81,7 +81,7 @@ def test_close_keeps_the_cluster_shutdown_ends_it(gateway):
     with gateway.new_cluster() as owned:
         owned.scale(1)
         name = owned.name
-    wait_for(lambda: not queue(name), "leaving `with` to shut the owned cluster down", 30)
+    wait_for(lambda: nothing_queued(name), "leaving `with` to shut the owned cluster down", 30)
     wait_for(
         lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED, "a stopped cluster", 30
     )
@@ -100,7 +100,7 @@ def test_gateway_methods_by_cluster_name(gateway, new_cluster):
     wait_for(lambda: active(name) == 0, "adapting by name to scale to 0 when idle", 60)
 
     gateway.stop_cluster(name)
-    wait_for(lambda: not queue(name), "stop_cluster() to remove the jobs", 30)
+    wait_for(lambda: nothing_queued(name), "stop_cluster() to remove the jobs", 30)
     wait_for(lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED, "stopped", 30)
 
 

@@ -13,7 +13,15 @@ import pytest
 from dask_gateway.client import ClusterStatus
 from distributed import get_worker
 
-from conftest import condor_history_long, condor_q_long, queue, wait_for
+from conftest import (
+    condor_history_long,
+    condor_q_long,
+    credentials_jobs,
+    nothing_queued,
+    queue,
+    stack_service,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,7 +111,7 @@ def test_no_secret_in_job_ad_history_logs_environment_arguments_or_temp(new_clus
     (view,) = client.run(process_view).values()
     assert "BEGIN" not in view["environ"] and key_body not in view["environ"]
     assert "BEGIN" not in view["cmdline"] and key_body not in view["cmdline"]
-    assert "--scheduler-sni daskgateway-" + cluster.name in view["cmdline"]
+    assert "--sni daskgateway-" + cluster.name in view["cmdline"]
     assert view["key_mode"] == "0o600"
 
     leftovers = list(Path(tempfile.gettempdir()).glob("htcdaskgateway-*"))
@@ -113,7 +121,7 @@ def test_no_secret_in_job_ad_history_logs_environment_arguments_or_temp(new_clus
 
     (job,) = cluster.worker_jobs()
     cluster.shutdown()
-    wait_for(lambda: not queue(cluster.name), "the job to leave the queue", 30)
+    wait_for(lambda: nothing_queued(cluster.name), "the job to leave the queue", 30)
     history = condor_history_long(cluster.name)
     assert f'HTCDaskGatewayCluster = "{cluster.name}"' in history, "the job is in the history"
     assert not any(marker in history for marker in secret_markers), "condor_history -l"
@@ -122,6 +130,51 @@ def test_no_secret_in_job_ad_history_logs_environment_arguments_or_temp(new_clus
     event_id = f"({job_cluster:03d}.{job_proc:03d}.000)"
     assert event_id in event_log.read_text(errors="replace"), "the job log has the job's events"
     assert not files_containing(Path("/pool-log"), secret_markers), "the pool's logs"
+
+
+def in_pool(*command: str, user: str = "root") -> tuple[int, str]:
+    """Run a command in the pool's container (where the schedd keeps its spool)."""
+    result = stack_service("pool").exec_run(list(command), user=user)
+    return result.exit_code, result.output.decode(errors="replace")
+
+
+def test_credentials_spooled_once_private_to_the_user_and_gone_after_shutdown(new_cluster):
+    cluster = new_cluster()
+    cluster.scale(2)
+    cluster.wait_for_workers(2, timeout=90)
+    cluster.scale(3)  # a second submission uses the same credentials job
+    cluster.wait_for_workers(3, timeout=90)
+
+    (carrier,) = credentials_jobs(cluster.name, ["ClusterId", "JobStatus", "Iwd", "Requirements"])
+    assert carrier["JobStatus"] == 1, "spooled, idle, never to run"
+    assert str(carrier["Requirements"]).lower().startswith("(false) &&")
+    spool = carrier["Iwd"]
+    workers = queue(cluster.name, ["ClusterId", "Iwd", "TransferInput", "JobStatus"])
+    assert len(workers) == 3 and {ad["JobStatus"] for ad in workers} == {2}
+    assert {ad["ClusterId"] for ad in workers} != {carrier["ClusterId"]}
+    for ad in workers:
+        # Not spooled: nothing of theirs in the spool, the files named from the carrier's.
+        assert ad["Iwd"] == "/"
+        assert ad["TransferInput"] == f"{spool}/dask.crt,{spool}/dask.pem"
+
+    code, listing = in_pool(
+        "stat", "-c", "%U %a %n", spool, f"{spool}/dask.crt", f"{spool}/dask.pem"
+    )
+    assert code == 0, listing
+    assert listing.split("\n")[:3] == [
+        f"alice 700 {spool}",
+        f"alice 600 {spool}/dask.crt",
+        f"alice 600 {spool}/dask.pem",
+    ]
+    code, key = in_pool("cat", f"{spool}/dask.pem", user="alice")
+    assert code == 0 and key == cluster.security.tls_key, "the spooled key is the cluster's"
+    code, refused = in_pool("cat", f"{spool}/dask.pem", user="bob")
+    assert code != 0 and "Permission denied" in refused, "another user cannot read it"
+
+    cluster.shutdown()
+    wait_for(lambda: nothing_queued(cluster.name), "every job of the cluster to leave", 30)
+    code, gone = in_pool("ls", spool)
+    assert code != 0 and "No such file" in gone, "the schedd deleted the spooled credentials"
 
 
 def files_containing(root: Path, markers: tuple[str, ...]) -> list[Path]:
@@ -144,7 +197,7 @@ def test_shutdown_stops_scheduler_and_removes_jobs(gateway, new_cluster):
     wait_for(lambda: len(running_job_ids(name)) == 2, "2 running jobs", 60)
 
     cluster.shutdown()
-    wait_for(lambda: not queue(name), "the cluster's jobs to leave the queue", 30)
+    wait_for(lambda: nothing_queued(name), "the cluster's jobs to leave the queue", 30)
     wait_for(
         lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED,
         "the gateway to report the cluster stopped",
@@ -173,7 +226,7 @@ def test_seed_usage_runs_as_written():
     assert "5 workers connected" in done.stdout
     assert "cluster shut down" in done.stdout
     name = done.stdout.split()[1]  # "cluster <name> started"
-    wait_for(lambda: not queue(name), f"the demo's jobs ({name}) to leave the queue", 30)
+    wait_for(lambda: nothing_queued(name), f"the demo's jobs ({name}) to leave the queue", 30)
 
 
 def test_settings_that_would_harm_are_refused_before_anything_is_submitted(gateway, new_cluster):

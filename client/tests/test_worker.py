@@ -34,30 +34,37 @@ def test_missing_credentials_exit_with_message(tmp_path, monkeypatch):
         worker.main(["--scheduler-address", "tls://h:1", "--sni", "s", "--name", "n"])
 
 
-def test_credentials_made_private_before_exec(tmp_path, monkeypatch):
+def test_credentials_made_private_before_dask_starts_in_this_interpreter(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("dask.crt", "dask.pem"):
         (tmp_path / name).write_text("x")
         os.chmod(tmp_path / name, 0o644)
     seen = {}
 
-    def fake_execve(path, argv, env):
+    def fake_run_module(module, run_name, alter_sys):
         seen["modes"] = [
             stat.S_IMODE(os.stat(tmp_path / n).st_mode) for n in ("dask.crt", "dask.pem")
         ]
-        seen["env"] = env
+        seen["env"] = dict(os.environ)
+        seen["call"] = module, run_name, list(sys.argv)
         raise SystemExit(0)
 
-    monkeypatch.setattr(os, "execve", fake_execve)
+    monkeypatch.setattr(worker.runpy, "run_module", fake_run_module)
+    monkeypatch.setattr(sys, "argv", ["htcdaskgateway-worker"])
+    for name in worker.tls_environment(tmp_path, tmp_path):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit):
         worker.main(["--scheduler-address", "tls://h:1", "--sni", "s", "--name", "n"])
     assert seen["modes"] == [0o600, 0o600]
     assert seen["env"]["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"] == str(tmp_path / "dask.crt")
+    module, run_name, argv = seen["call"]
+    assert (module, run_name) == ("distributed.cli.dask_worker", "__main__")
+    assert argv[1:4] == ["tls://h:1", "--scheduler-sni", "s"]
 
 
 def test_worker_entry_point_does_not_import_the_client():
-    # A worker job pays every import twice (the entry point, then the
-    # `dask worker` it executes): the entry point must stay light.
+    # Nothing of the client is imported before `dask worker` starts: a
+    # worker's start is mostly the CPU of its imports.
     import subprocess
     import sys
 

@@ -5,12 +5,17 @@ cluster's certificate and key arrive as transferred input files in the
 job's sandbox; they are made private and handed to dask by path. The worker
 dials the gateway's proxy over TLS with the cluster's SNI name, so no
 address of the scheduler itself is needed.
+
+``dask worker`` runs in this same interpreter (``runpy``, as ``python -m``
+would), not in a second one started with ``exec``: a worker's start is
+mostly the CPU of its imports, and many workers start at once on a node.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,12 +44,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+DASK_WORKER_MODULE = "distributed.cli.dask_worker"
+
+
 def worker_command(args: argparse.Namespace) -> list[str]:
+    """The ``dask worker`` command line (``python -m`` + module + arguments)."""
     # No nanny: the nanny's own connection to the scheduler carries no SNI,
     # so the proxy would drop it; HTCondor already restarts nothing and
     # cleans up after the process, which is what the nanny is for.
     command = [
-        sys.executable, "-m", "distributed.cli.dask_worker", args.scheduler_address,
+        sys.executable, "-m", DASK_WORKER_MODULE, args.scheduler_address,
         "--scheduler-sni", args.sni,
         "--name", args.name,
         "--nthreads", str(args.nthreads),
@@ -80,9 +89,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"htcdaskgateway-worker: {path} is missing; it must be a transferred input file"
             )
         path.chmod(0o600)
-    env = dict(os.environ, **tls_environment(cert, key))
+    # Before dask is imported: its config reads the environment then.
+    os.environ.update(tls_environment(cert, key))
     command = worker_command(args)
-    os.execve(command[0], command, env)
+    sys.argv = [command[0], *command[3:]]
+    runpy.run_module(DASK_WORKER_MODULE, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":
