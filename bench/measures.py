@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import htcondor2
 import numpy as np
 import phases
+import psutil
 from dask.utils import parse_bytes
 from dask_jobqueue import HTCondorCluster
 from distributed import Client
@@ -181,6 +182,74 @@ def p2_jobqueue(n: int) -> float:
         cluster.scale(n)  # returns at once; the condor_submit calls run after it
         _until(lambda: _count(constraint), n, "dask-jobqueue queued")
         return time.monotonic() - started
+
+
+def _pool_bytes(path: str) -> int:
+    """Bytes under ``path`` in the pool's container (the schedd's spool), via the docker API."""
+    import docker
+
+    (pool,) = docker.from_env().containers.list(
+        filters={"label": "com.docker.compose.service=pool"}
+    )
+    result = pool.exec_run(["du", "-sb", path])
+    return int(result.output.split()[0])
+
+
+def _rss_mb(*processes: psutil.Process) -> float:
+    return sum(p.memory_info().rss for p in processes) / 2**20
+
+
+def p6_ours(n: int) -> dict[str, float]:
+    """Facility scale: ``scale(n)`` of jobs that stay idle, the watcher's look at them,
+    ``scale(0)``, ``shutdown()``; client memory and schedd spool around it."""
+    me = psutil.Process()
+    with ours(submit={"requirements": NEVER_STARTS}, **{"max-jobs": n}) as cluster:
+        constraint = _worker_jobs(cluster)
+        cluster.scale(1)  # the client's helper process and credentials job exist from here
+        _until(lambda: _count(constraint), 1, "first job queued")
+        cluster.scale(0)
+        _until_empty(constraint, "first job removed")
+        helpers = [
+            c for c in me.children(recursive=True) if "helper_process" in " ".join(c.cmdline())
+        ]
+        rss_before = _rss_mb(me, *helpers)
+        spool_before = _pool_bytes("/var/spool/condor")
+
+        started = time.monotonic()
+        cluster.scale(n)
+        returned = time.monotonic() - started
+        _until(lambda: _count(constraint), n, f"{n} queued")
+        queued = time.monotonic() - started
+        spool_after = _pool_bytes("/var/spool/condor")
+
+        looks = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            jobs = cluster.worker_jobs()  # what the watcher does every watch-interval
+            looks.append(time.monotonic() - t0)
+        if len(jobs) != n:
+            raise AssertionError(f"the watcher saw {len(jobs)} of {n} jobs")
+        rss_full = _rss_mb(me, *helpers)
+
+        started = time.monotonic()
+        cluster.scale(0)
+        _until_empty(constraint, f"scale(0) of {n}")
+        emptied = time.monotonic() - started
+        rss_after = _rss_mb(me, *helpers)
+        started = time.monotonic()
+    shut = time.monotonic() - started
+    return {
+        "n": n,
+        "scale_returned_s": returned,
+        "all_queued_s": queued,
+        "watcher_look_s": statistics.median(looks),
+        "scale0_empty_s": emptied,
+        "shutdown_s": shut,
+        "client_rss_before_mb": rss_before,
+        "client_rss_at_n_mb": rss_full,
+        "client_rss_after_mb": rss_after,
+        "spool_bytes_per_job": (spool_after - spool_before) / n,
+    }
 
 
 @dataclass

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.smoke else args.repeats
     scale_call_n = 5 if args.smoke else 100
     shutdown_n = 2 if args.smoke else 10
+    facility_n = 20 if args.smoke else 1000
     data_mb, chunk_mb, round_trips = (20, 10, 20) if args.smoke else (200, 10, 200)
     results: dict[str, Any] = {
         "smoke": args.smoke, "repeats": repeats, "p1": {}, "timelines": {}, "phases": {},
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             repeat(repeats, "dask-jobqueue", lambda: measures.p2_jobqueue(scale_call_n))
         ),
     }
+
+    print(f"P6 scale({facility_n}) of jobs that stay idle, scale(0), shutdown()", file=sys.stderr)
+    results["p6"] = measures.p6_ours(facility_n)
 
     print(f"P3 {data_mb} MB in {chunk_mb} MB chunks, {round_trips} round trips", file=sys.stderr)
     pairs = repeat(repeats, "proxy vs direct", lambda: measures.p3(data_mb, chunk_mb, round_trips))
@@ -151,6 +155,20 @@ def table(results: dict[str, Any]) -> str:
         f"  ours {p2['ours']['min']:.2f} / {p2['ours']['median']:.2f}   "
         f"dask-jobqueue {p2['jobqueue']['min']:.2f} / {p2['jobqueue']['median']:.2f}   "
         f"ours/jq {_ratio(p2['ours']['median'], p2['jobqueue']['median'])}",
+    ]
+    p6 = results["p6"]
+    lines += [
+        "",
+        f"P6 scale({p6['n']}) of jobs that stay idle (one run)",
+        f"  scale() returned {p6['scale_returned_s']:.2f} s, "
+        f"all queued {p6['all_queued_s']:.2f} s; "
+        f"scale(0) to an empty queue {p6['scale0_empty_s']:.2f} s; "
+        f"shutdown() {p6['shutdown_s']:.2f} s",
+        f"  watcher's look at {p6['n']} jobs {1000 * p6['watcher_look_s']:.0f} ms; "
+        f"schedd spool {p6['spool_bytes_per_job']:.0f} bytes per job",
+        f"  client memory (with its helper process) {p6['client_rss_before_mb']:.0f} MB before, "
+        f"{p6['client_rss_at_n_mb']:.0f} MB at {p6['n']}, {p6['client_rss_after_mb']:.0f} MB after "
+        f"(+{p6['client_rss_after_mb'] - p6['client_rss_before_mb']:.0f} MB)",
     ]
     p3 = results["p3"]
     lines += [

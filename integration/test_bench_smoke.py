@@ -33,4 +33,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "Phases of scale(N)" in done.stdout
     assert results["p3"]["proxy_mb_s"]["median"] > 0
     assert results["p4"]["ours"]["median"] > 0
+    p6 = results["p6"]
+    assert p6["n"] == 20 and 0 < p6["scale_returned_s"] <= p6["all_queued_s"]
+    assert p6["client_rss_before_mb"] > 0 and p6["watcher_look_s"] > 0
+    assert "P6 scale(20)" in done.stdout
     assert (tmp_path / "workers-over-time.png").stat().st_size > 0

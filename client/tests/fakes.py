@@ -20,7 +20,6 @@ import classad2
 
 from htcdaskgateway.errors import SubmitError
 from htcdaskgateway.jobs import (
-    SPOOLING_INPUT,
     CredentialsJob,
     EndedJob,
     JobId,
@@ -31,6 +30,8 @@ from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, USER_ATTRIBUTE
 from htcdaskgateway.scheduler_plugin import KeepHTCondorWorkers
 
 ALICE = "alice@pool.test"
+# HoldReasonCode of a job submitted with spool=True until its files arrive.
+SPOOLING_INPUT = 16
 BOB = "bob@pool.test"
 
 

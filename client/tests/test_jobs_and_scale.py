@@ -80,8 +80,7 @@ def test_count_by_status_ignores_ended_jobs():
     assert count_by_status(jobs) == {"idle": 1, "running": 2, "held": 1}
 
 
-def test_spooling_hold_is_not_stuck():
-    assert not WorkerJob("1.0", JobStatus.HELD, "Spooling input data files", None, 16).is_stuck
+def test_held_is_stuck():
     assert WorkerJob("1.0", JobStatus.HELD, "Failed to execute", None, 6).is_stuck
     assert not WorkerJob("1.0", JobStatus.RUNNING).is_stuck
 

@@ -229,18 +229,6 @@ def test_adapting_follows_the_schedulers_target_within_bounds():
     run(body())
 
 
-def test_spooling_jobs_are_shown_as_transferring_not_held():
-    from htcdaskgateway import view
-
-    schedd, _, reconciler = make()
-    reconciler.want(ScaleTarget(1), 1)
-    run(reconciler.step())
-    schedd.spooling(schedd.mine()[0])
-    run(reconciler.step(act=False))
-    assert view.job_rows(reconciler.tracker)[0]["status"] == "transferring"
-    assert "held 0" in view.jobs_summary(reconciler.tracker)
-
-
 # -- the watcher: lease on its own path, applier hand-over --------------------
 
 

@@ -83,10 +83,6 @@ class JobStatus(enum.IntEnum):
         return self not in (JobStatus.REMOVED, JobStatus.COMPLETED)
 
 
-# HoldReasonCode of a job submitted with spool=True until its files arrive.
-SPOOLING_INPUT = 16
-
-
 @dataclass(frozen=True)
 class WorkerJob:
     job_id: JobId
@@ -101,14 +97,12 @@ class WorkerJob:
         object.__setattr__(self, "job_id", JobId(self.job_id))
 
     @property
-    def is_spooling(self) -> bool:
-        """Held only until its input files reach the schedd's spool."""
-        return self.status is JobStatus.HELD and self.hold_reason_code == SPOOLING_INPUT
-
-    @property
     def is_stuck(self) -> bool:
-        """Held for a reason other than its input files still being spooled."""
-        return self.status is JobStatus.HELD and not self.is_spooling
+        """Held: it will not start until someone releases it.
+
+        (Worker jobs are not spooled, so no hold of theirs is a passing one.)
+        """
+        return self.status is JobStatus.HELD
 
 
 @dataclass(frozen=True)
@@ -222,14 +216,10 @@ def classad_string(value: str) -> str:
 
 
 def count_by_status(jobs: Iterable[WorkerJob]) -> dict[str, int]:
-    """Idle, running and held counts, for tables and reports.
-
-    Jobs held only while their input is spooled count as idle: they are on
-    their way, not in trouble.
-    """
+    """Idle, running and held counts, for tables and reports."""
     counts = {"idle": 0, "running": 0, "held": 0}
     for job in jobs:
-        name = "idle" if job.is_spooling else job.status.name.lower()
+        name = job.status.name.lower()
         if name in counts:
             counts[name] += 1
     return counts
@@ -366,8 +356,6 @@ class JobTracker:
 
     def reason(self, job: WorkerJob) -> str:
         """Why a job is held, or idle, as far as known; "" otherwise."""
-        if job.is_spooling:
-            return "transferring input files to the schedd"
         if job.status is JobStatus.HELD:
             return job.hold_reason or ""
         if job.status is JobStatus.IDLE:

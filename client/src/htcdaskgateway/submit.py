@@ -174,8 +174,8 @@ def _owned_and_leased(
 
 
 def _removal_expression(settings: HTCondorSettings) -> str:
-    # Idle and held jobs (held while spooling too, if the client died before
-    # sending the input) are removed once their lease is past; jobs with no
+    # Idle and held jobs (a credentials job held while spooling too, if the
+    # client died before sending the input) are removed once their lease is past; jobs with no
     # lease attribute (undefined) never are. Only those: the schedd
     # evaluates them on its own copy of the ad, which the lease renewals
     # edit. A running job's shadow keeps the copy it started with, so

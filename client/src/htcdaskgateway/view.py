@@ -17,7 +17,7 @@ def job_rows(tracker: JobTracker) -> list[dict[str, str]]:
     """The jobs as last seen: id, state and why it is idle or held."""
     rows = []
     for job in tracker.table:
-        status = "transferring" if job.is_spooling else job.status.name.lower()
+        status = job.status.name.lower()
         rows.append({"job": str(job.job_id), "status": status, "reason": tracker.reason(job)})
     return rows
 
