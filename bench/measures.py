@@ -67,8 +67,29 @@ def _until_empty(constraint: str, what: str) -> float:
     return time.monotonic() - started
 
 
+def cold_pool() -> None:
+    """Wait until no slot is claimed, so that the next run starts from a cold pool.
+
+    The schedd keeps a removed job's claim for a moment and starts another
+    job of the same user on it without negotiating: a run right after
+    another would measure that reuse (measured: floor N=1 0.5 s instead of
+    1.6 s), and only for whichever contender came next.
+    """
+    collector = htcondor2.Collector()
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while True:
+        slots = collector.query(htcondor2.AdType.Startd, projection=["State"])
+        if slots and all(slot.get("State") == "Unclaimed" for slot in slots):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("slots still claimed after the previous run")
+        time.sleep(POLL)
+    time.sleep(1.0)  # the startd's ad reaches the collector every UPDATE_INTERVAL (1 s)
+
+
 def floor(n: int) -> Run:
     """Submit ``n`` bare sleep jobs (same size as a worker) until all are running."""
+    cold_pool()
     description = htcondor2.Submit(
         {
             "executable": "/bin/sleep",
@@ -146,6 +167,7 @@ def jobqueue(**extra_directives: str) -> Iterator[tuple[HTCondorCluster, str]]:
 def p1_ours(n: int) -> Run:
     with ours() as cluster:
         client = cluster.get_client()
+        cold_pool()
         started = time.monotonic()
         cluster.scale(n)
         run = _until(lambda: _workers(client), n, "ours")
@@ -156,6 +178,7 @@ def p1_ours(n: int) -> Run:
 
 def p1_jobqueue(n: int) -> Run:
     with jobqueue() as (cluster, _), Client(cluster) as client:
+        cold_pool()
         started = time.monotonic()
         cluster.scale(n)
         run = _until(lambda: _workers(client), n, "dask-jobqueue")
@@ -318,6 +341,7 @@ def phases_ours(n: int) -> dict[str, float | None]:
     """``scale(n)`` with the queue watched: when jobs and workers reach each phase."""
     with ours() as cluster:
         client = cluster.get_client()
+        cold_pool()
         with phases.QueueWatch(_worker_jobs(cluster)) as watch:
             t0 = time.time()
             cluster.scale(n)
@@ -330,6 +354,7 @@ def phases_ours(n: int) -> dict[str, float | None]:
 
 def phases_jobqueue(n: int) -> dict[str, float | None]:
     with jobqueue() as (cluster, constraint), Client(cluster) as client:
+        cold_pool()
         with phases.QueueWatch(constraint) as watch:
             t0 = time.time()
             cluster.scale(n)

@@ -101,6 +101,14 @@ def queue(cluster_name: str, projection: list[str] | None = None, every_job: boo
     return schedd.query(constraint, projection=projection or [])
 
 
+def worker_name_of(ad) -> str:
+    """The dask worker name of the job in ``ad``: ``htc-<ClusterId>.<ProcId>@<schedd>``.
+
+    ``ad`` needs ClusterId, ProcId and GlobalJobId (``<schedd>#<id>#<time>``).
+    """
+    return f"htc-{ad['ClusterId']}.{ad['ProcId']}@{ad['GlobalJobId'].split('#')[0]}"
+
+
 def nothing_queued(cluster_name: str) -> bool:
     """No job of the cluster is left in the queue: no worker, no credentials job."""
     return not queue(cluster_name, every_job=True)

@@ -13,7 +13,16 @@ import time
 import urllib.request
 from urllib.parse import urlsplit
 
-from conftest import cluster_objects, helm, kube_items, kubectl, nothing_queued, queue, wait_for
+from conftest import (
+    cluster_objects,
+    helm,
+    kube_items,
+    kubectl,
+    nothing_queued,
+    queue,
+    wait_for,
+    worker_name_of,
+)
 from htcdaskgateway import HTCGateway
 
 CHART = "/src/charts/htcdaskgateway"
@@ -62,8 +71,8 @@ def test_a_cluster_is_a_daskcluster_and_a_scheduler_pod_until_shutdown(new_clust
 
     # The worker is the HTCondor job it is named after, outside the cluster.
     (worker,) = cluster.get_client().scheduler_info()["workers"].values()
-    (job,) = queue(cluster.name, ["ClusterId", "ProcId", "JobStatus"])
-    assert worker["name"] == f"htc-{job['ClusterId']}.{job['ProcId']}"
+    (job,) = queue(cluster.name, ["ClusterId", "ProcId", "GlobalJobId", "JobStatus"])
+    assert worker["name"] == worker_name_of(job)
     assert job["JobStatus"] == 2
 
     cluster.shutdown()

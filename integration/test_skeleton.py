@@ -21,14 +21,15 @@ from conftest import (
     queue,
     stack_service,
     wait_for,
+    worker_name_of,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def running_job_ids(cluster_name: str) -> set[str]:
-    ads = queue(cluster_name, ["ClusterId", "ProcId", "JobStatus"])
-    return {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in ads if ad["JobStatus"] == 2}
+def running_worker_names(cluster_name: str) -> set[str]:
+    ads = queue(cluster_name, ["ClusterId", "ProcId", "GlobalJobId", "JobStatus"])
+    return {worker_name_of(ad) for ad in ads if ad["JobStatus"] == 2}
 
 
 def worker_names(client) -> set[str]:
@@ -51,7 +52,7 @@ def test_scale_two_workers_tied_to_jobs_and_compute(new_cluster, record_figure):
     client.wait_for_workers(2, timeout=90)
     record_figure(f"scale(2) -> 2 connected workers: {time.monotonic() - started:.2f} s")
 
-    jobs = wait_for(lambda: running_job_ids(cluster.name), "2 running jobs", 30)
+    jobs = wait_for(lambda: running_worker_names(cluster.name), "2 running jobs", 30)
     ads = queue(cluster.name, ["TransferOutput", "WhenToTransferOutput"])
     assert len(ads) == 2
     # The schedd's copy says nothing comes back from the sandbox (no spill
@@ -59,7 +60,7 @@ def test_scale_two_workers_tied_to_jobs_and_compute(new_cluster, record_figure):
     assert all(ad["TransferOutput"] == "" for ad in ads), ads
     assert {ad["WhenToTransferOutput"] for ad in ads} == {"ON_EXIT"}, ads
     names = worker_names(client)
-    assert names == {f"htc-{job_id}" for job_id in jobs}, "each worker is named after its job"
+    assert names == jobs, "each worker is named after its job and schedd"
 
     results = where_tasks_ran(client, 40)
     assert [r for r, _ in results] == [i * i for i in range(40)]
@@ -78,13 +79,13 @@ def test_two_clusters_at_once_each_with_own_jobs_and_certificate(new_cluster):
     clients[1].wait_for_workers(2, timeout=90)
 
     for cluster, client, n in ((first, clients[0], 1), (second, clients[1], 2)):
-        jobs = wait_for(lambda c=cluster: running_job_ids(c.name), "running jobs", 30)
+        jobs = wait_for(lambda c=cluster: running_worker_names(c.name), "running jobs", 30)
         assert len(jobs) == n
-        assert worker_names(client) == {f"htc-{j}" for j in jobs}
+        assert worker_names(client) == jobs
         results = where_tasks_ran(client, 10)
         assert [r for r, _ in results] == [i * i for i in range(10)]
         assert {w for _, w in results} <= worker_names(client)
-    assert not running_job_ids(first.name) & running_job_ids(second.name)
+    assert not running_worker_names(first.name) & running_worker_names(second.name)
 
 
 def test_no_secret_in_job_ad_history_logs_environment_arguments_or_temp(new_cluster):
@@ -194,7 +195,7 @@ def test_shutdown_stops_scheduler_and_removes_jobs(gateway, new_cluster):
     cluster = new_cluster()
     name = cluster.name
     cluster.scale(2)
-    wait_for(lambda: len(running_job_ids(name)) == 2, "2 running jobs", 60)
+    wait_for(lambda: len(running_worker_names(name)) == 2, "2 running jobs", 60)
 
     cluster.shutdown()
     wait_for(lambda: nothing_queued(name), "the cluster's jobs to leave the queue", 30)

@@ -18,7 +18,7 @@ from typing import Any
 
 import classad2
 
-from htcdaskgateway.errors import SubmitError
+from htcdaskgateway.errors import ScheddUnavailableError, SubmitError
 from htcdaskgateway.jobs import (
     CredentialsJob,
     EndedJob,
@@ -26,7 +26,7 @@ from htcdaskgateway.jobs import (
     JobStatus,
     WorkerJob,
 )
-from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, USER_ATTRIBUTE
+from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE
 from htcdaskgateway.scheduler_plugin import KeepHTCondorWorkers
 
 ALICE = "alice@pool.test"
@@ -54,6 +54,8 @@ class FakeJob:
 @dataclass
 class FakeSchedd:
     identity: str = ALICE
+    name: str | None = None  # set: job ids name it, as a pool member's do
+    unavailable: bool = False  # set: every call fails, as a stopped schedd's
     refuse_submits: int = 0  # the next this many submits fail
     block: asyncio.Event | None = None  # set: calls wait for it (a schedd not answering)
     queue: dict[JobId, FakeJob] = field(default_factory=dict)
@@ -66,6 +68,8 @@ class FakeSchedd:
 
     async def _answer(self) -> None:
         self.calls += 1
+        if self.unavailable:
+            raise ScheddUnavailableError(f"The schedd {self.name} did not answer")
         if self.block is not None:
             await self.block.wait()
         await asyncio.sleep(0)
@@ -117,7 +121,7 @@ class FakeSchedd:
         cluster = next(self._clusters)
         ids = []
         for proc in range(count):
-            job_id = JobId.of(cluster, proc)
+            job_id = JobId.of(cluster, proc, self.name)
             ad = classad2.ClassAd({"ClusterId": cluster, "ProcId": proc, "User": owner})
             for key, value in description.items():
                 if key.startswith("MY."):
@@ -163,6 +167,9 @@ class FakeSchedd:
             if job.ad["User"] == self.identity:
                 job.ad[attribute] = classad2.ExprTree(value)
 
+    async def renew_lease(self, constraint: str, seconds: int) -> None:
+        await self.edit(constraint, LEASE_ATTRIBUTE, str(int(self.schedd_time()) + seconds))
+
     async def explain_idle(self, job_id: JobId) -> str | None:
         await self._answer()
         return "waiting for a free slot; 1 of the pool's 1 slots could run it"
@@ -172,7 +179,7 @@ class FakeSchedd:
         if isinstance(job_spec, str):
             jobs = self._matching(job_spec)
         else:
-            jobs = [self.queue[j] for j in job_spec if j in self.queue]
+            jobs = [self.queue[j] for j in job_spec if j in self.queue]  # ids name this schedd
         removed = 0
         for job in jobs:
             if job.ad["User"] != self.identity:

@@ -84,3 +84,18 @@ def test_lease_zero_or_null_disables_it():
     assert HTCondorSettings.from_config({"lease": 0}).lease == 0
     assert HTCondorSettings.from_config({"lease": None}).lease == 0
     assert HTCondorSettings.from_config().lease == 60
+
+
+def test_a_key_set_by_environment_variable_can_be_overridden(monkeypatch):
+    # DASK_GATEWAY__HTCONDOR__SCHEDD_CONSTRAINT gives the key with an underscore.
+    import dask
+
+    monkeypatch.setenv("DASK_GATEWAY__HTCONDOR__SCHEDD_CONSTRAINT", 'Name == "a"')
+    dask.config.refresh()
+    try:
+        assert HTCondorSettings.from_config().schedd_constraint == 'Name == "a"'
+        settings = HTCondorSettings.from_config({"schedd-constraint": "true", "schedd": ["a", "b"]})
+        assert settings.schedd_constraint == "true" and settings.schedd == ("a", "b")
+    finally:
+        monkeypatch.delenv("DASK_GATEWAY__HTCONDOR__SCHEDD_CONSTRAINT")
+        dask.config.refresh()

@@ -52,9 +52,9 @@ def status(name: str) -> None:
     with HTCGateway() as gateway:
         report = gateway.get_cluster(name)
         jobs = gateway.worker_jobs().get(name, [])
-        idle_reasons: dict[int, str | None] = {}
+        idle_reasons: dict[tuple[str | None, int], str | None] = {}
         for job in jobs:
-            submission = job.job_id.cluster
+            submission = job.job_id.schedd, job.job_id.cluster
             if job.status is JobStatus.IDLE and submission not in idle_reasons:
                 idle_reasons[submission] = gateway.sync(gateway.schedd.explain_idle, job.job_id)
         selector = gateway.sync(gateway._jobs_selector, name)
@@ -66,7 +66,7 @@ def status(name: str) -> None:
     for job in jobs:
         reason = job.hold_reason
         if job.status is JobStatus.IDLE:
-            reason = idle_reasons.get(job.job_id.cluster)
+            reason = idle_reasons.get((job.job_id.schedd, job.job_id.cluster))
         click.echo(
             f"  {job.job_id:<12} {job.status.name.lower()}" + (f"  ({reason})" if reason else "")
         )

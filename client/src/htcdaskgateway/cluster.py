@@ -12,6 +12,7 @@ This module wires the parts together and keeps dask-gateway's public API:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import logging
 import math
@@ -33,7 +34,8 @@ from .errors import HTCondorError, SettingError
 from .jobs import FAILURES_BEFORE_PAUSE, JobId, JobSelector, JobTracker, WorkerJob
 from .naming import LEASE_ATTRIBUTE, checked_cluster_name
 from .reconciler import AdaptTarget, Reconciler, ScaleTarget, Target, target_to_wire
-from .schedd import ScheddClient
+from .schedd import ScheddMember
+from .schedd_pool import ScheddPool
 from .scheduler_link import SchedulerLink
 from .settings import HTCondorSettings
 from .submit import credentials_job_description, worker_job_description
@@ -95,14 +97,17 @@ class HTCGatewayCluster(GatewayCluster):
     def _prepare(self, htcondor: Mapping[str, Any] | None) -> None:
         settings = HTCondorSettings.from_config(htcondor)
         self.htcondor_settings = settings
-        self.schedd = ScheddClient(settings.collector, settings.schedd, settings.schedd_timeout)
+        self.schedd = ScheddPool(
+            settings.collector, settings.schedd, settings.schedd_constraint,
+            settings.schedd_timeout,
+        )  # fmt: skip
         # Identifies this object to the scheduler plugin (lease, applier).
         self._token = uuid.uuid4().hex
         self._watcher: Watcher | None = None
         self._reconciler: Reconciler | None = None
-        self._credentials = CredentialsJob(
-            self.schedd, self._selector, self._credentials_job_description
-        )
+        # The credentials job on each schedd this cluster submits to.
+        self._credentials: dict[str | None, CredentialsJob] = {}
+        self._preparing: asyncio.Future[None] | None = None
 
     # -- what the parts need of the cluster ----------------------------------
 
@@ -144,18 +149,44 @@ class HTCGatewayCluster(GatewayCluster):
             user=self.user, gateway_id=self.gateway_id, lease=self._lease or None,
         )  # fmt: skip
 
+    def _credentials_on(self, schedd: ScheddMember) -> CredentialsJob:
+        credentials = self._credentials.get(schedd.name)
+        if credentials is None:
+            credentials = CredentialsJob(schedd, self._selector, self._credentials_job_description)
+            self._credentials[schedd.name] = credentials
+        if self.security is not None:
+            credentials.tls = (self.security.tls_cert, self.security.tls_key)
+        return credentials
+
+    async def _prepare_credentials(self) -> None:
+        # Spooled on the schedd the first scale() most likely picks, while
+        # the caller gets to it (the files are in place ~10 ms later).
+        with contextlib.suppress(HTCondorError):
+            self._credentials_on((await self.schedd.submit_order())[0]).prepare()
+
     async def _submit_workers(self, count: int) -> list[JobId]:
         if self.security is None:
             raise HTCondorError(f"Cluster {self.name} is not running; cannot add workers")
-        self._credentials.tls = (self.security.tls_cert, self.security.tls_key)
-        description = worker_job_description(
-            self.htcondor_settings, self.name, self.worker_scheduler_address,
-            await self._credentials.directory(),
-            user=self.user, gateway_id=self.gateway_id, lease=self._lease or None,
-        )  # fmt: skip
-        job_ids = await self.schedd.submit(description, count)
+
+        async def describe(schedd: ScheddMember) -> dict[str, str]:
+            return worker_job_description(
+                self.htcondor_settings, self.name, self.worker_scheduler_address,
+                await self._credentials_on(schedd).directory(),
+                user=self.user, gateway_id=self.gateway_id, lease=self._lease or None,
+                schedd=schedd.name,
+            )  # fmt: skip
+
+        job_ids = await self.schedd.submit(describe, count)
         logger.info("Submitted %d worker jobs for %s: %s", count, self.name, job_ids)
         return job_ids
+
+    async def _settle_credentials(self) -> None:
+        """Let credentials jobs on their way be queued, so that removals find them."""
+        if self._preparing is not None:
+            with contextlib.suppress(HTCondorError):
+                await self._preparing
+        for credentials in self._credentials.values():
+            await credentials.settle()
 
     async def _cluster_gone(self) -> str | None:
         # The scheduler is unreachable: does the gateway still run the cluster?
@@ -182,7 +213,7 @@ class HTCGatewayCluster(GatewayCluster):
         """Remove the cluster's worker jobs and its credentials job."""
         if self.name is None:
             return
-        await self._credentials.settle()
+        await self._settle_credentials()
         await self.schedd.remove((await self._selector()).every_job_constraint(), reason)
 
     # -- starting and stopping -------------------------------------------
@@ -192,11 +223,8 @@ class HTCGatewayCluster(GatewayCluster):
         await super()._start_async()
         if self.status != "running" or self._watcher is not None:
             return
-        if self.security is not None:
-            self._credentials.tls = (self.security.tls_cert, self.security.tls_key)
-            if new:
-                # Spooled while the caller gets to its first scale() (~10 ms).
-                self._credentials.prepare()
+        if new and self.security is not None:
+            self._preparing = asyncio.ensure_future(self._prepare_credentials())
         settings = self.htcondor_settings
         link = SchedulerLink(self.scheduler_comm)
         tracker = JobTracker(self.schedd, self.gateway_id, self.name)
@@ -239,7 +267,7 @@ class HTCGatewayCluster(GatewayCluster):
                 # The cluster runs on after this client: its idle jobs must
                 # not be removed by a lease nobody renews.
                 try:
-                    await self._credentials.settle()
+                    await self._settle_credentials()
                     selector = await self._selector()
                     await self.schedd.edit(
                         selector.every_job_constraint(), LEASE_ATTRIBUTE, "undefined"

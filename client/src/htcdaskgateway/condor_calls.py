@@ -90,6 +90,24 @@ def _locate(where: Where) -> Any:
     return location
 
 
+# Schedd ad attributes that say how loaded a schedd is (schedd_pool.py).
+SCHEDD_LOAD_ATTRIBUTES = [
+    "Name", "RecentDaemonCoreDutyCycle", "ShadowsRunning", "MaxJobsRunning", "TotalIdleJobs",
+]  # fmt: skip
+
+
+def schedd_ads(where: Where, constraint: str) -> list[dict[str, Any]]:
+    """The collector's ads of the schedds matching ``constraint``: name and load."""
+    try:
+        ads = _collector(where).query(
+            htcondor2.AdType.Schedd, constraint, projection=SCHEDD_LOAD_ATTRIBUTES
+        )
+    except htcondor2.HTCondorException as exc:
+        place = where[0] or "the collector of the local HTCondor configuration"
+        raise CondorCallError(UNAVAILABLE, f"Cannot reach {place}: {exc}") from None
+    return [_plain(ad, SCHEDD_LOAD_ATTRIBUTES) for ad in ads]
+
+
 def _schedd(where: Where) -> htcondor2.Schedd:
     # htcondor2.Schedd holds only the address; each call opens a connection.
     return htcondor2.Schedd(_locate(where))
@@ -199,6 +217,7 @@ CALLS = {
     "edit": edit,
     "remove": remove,
     "explain_idle": explain_idle,
+    "schedd_ads": schedd_ads,
 }
 
 

@@ -13,7 +13,7 @@ from .cluster import HTCGatewayCluster, gateway_id
 from .compat import ClosingOnceGateway
 from .jobs import JobSelector, WorkerJob, count_by_status
 from .reconciler import ScaleTarget
-from .schedd import ScheddClient
+from .schedd_pool import ScheddPool
 from .settings import HTCondorSettings
 
 
@@ -33,7 +33,10 @@ class HTCGateway(ClosingOnceGateway):
         self.htcondor = dict(htcondor or {})
         settings = HTCondorSettings.from_config(self.htcondor)  # bad settings fail here
         self.htcondor_settings = settings
-        self.schedd = ScheddClient(settings.collector, settings.schedd, settings.schedd_timeout)
+        self.schedd = ScheddPool(
+            settings.collector, settings.schedd, settings.schedd_constraint,
+            settings.schedd_timeout,
+        )  # fmt: skip
         self._adapting: dict[str, HTCGatewayCluster] = {}
         super().__init__(*args, **kwargs)
 

@@ -30,14 +30,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_JOB_ID = re.compile(r"(\d+)\.(\d+)")
+_JOB_ID = re.compile(r"(\d+)\.(\d+)(?:@(\S+))?")
 
 
 class JobId(str):
-    """An HTCondor job id, ``"<ClusterId>.<ProcId>"``, with both parts as numbers.
+    """An HTCondor job id and its schedd: ``"<ClusterId>.<ProcId>@<schedd name>"``.
 
-    A ``str`` so that it prints, compares and serialises as the id users
-    know from ``condor_q``; built only from a well-formed id.
+    A job id is unique only within its schedd, and a cluster's jobs may be
+    spread over several: the schedd's name is part of the identity, and of
+    the worker's name (``htc-<JobId>``). ``"<ClusterId>.<ProcId>"`` alone is
+    accepted where the schedd does not matter (tests, a single schedd).
+    A ``str`` so that it prints, compares and serialises as is; built only
+    from a well-formed id.
     """
 
     __slots__ = ()
@@ -50,20 +54,31 @@ class JobId(str):
         return super().__new__(cls, value)
 
     @classmethod
-    def of(cls, cluster: int, proc: int) -> JobId:
-        return cls(f"{int(cluster)}.{int(proc)}")
+    def of(cls, cluster: int, proc: int, schedd: str | None = None) -> JobId:
+        local = f"{int(cluster)}.{int(proc)}"
+        return cls(local if schedd is None else f"{local}@{schedd}")
+
+    @property
+    def local(self) -> str:
+        """``"<ClusterId>.<ProcId>"``, as the schedd knows the job."""
+        return self.partition("@")[0]
+
+    @property
+    def schedd(self) -> str | None:
+        """The name of the schedd that queued the job, if known."""
+        return self.partition("@")[2] or None
 
     @property
     def cluster(self) -> int:
-        return int(self.partition(".")[0])
+        return int(self.local.partition(".")[0])
 
     @property
     def proc(self) -> int:
-        return int(self.partition(".")[2])
+        return int(self.local.partition(".")[2])
 
     @property
-    def sort_key(self) -> tuple[int, int]:
-        return self.cluster, self.proc
+    def sort_key(self) -> tuple[str, int, int]:
+        return self.schedd or "", self.cluster, self.proc
 
 
 class JobStatus(enum.IntEnum):
@@ -234,7 +249,7 @@ def removal_order(jobs: Iterable[WorkerJob]) -> list[WorkerJob]:
     rank = {JobStatus.IDLE: 0, JobStatus.HELD: 1}
 
     def key(job: WorkerJob) -> tuple[int, int, int]:
-        cluster, proc = job.job_id.sort_key
+        _, cluster, proc = job.job_id.sort_key
         return rank.get(job.status, 2), -cluster, -proc
 
     return sorted(jobs, key=key)
@@ -275,7 +290,8 @@ class JobTracker:
         self._last_seen: dict[JobId, float] = {}  # epoch second last seen queued
         self._removed_here: set[JobId] = set()
         self._idle_since: dict[JobId, float] = {}
-        self._idle_reasons: dict[int, tuple[float, str]] = {}  # ClusterId -> (when, why)
+        # (schedd, ClusterId) of a submit transaction -> (when, why its jobs wait)
+        self._idle_reasons: dict[tuple[str | None, int], tuple[float, str]] = {}
 
     @property
     def paused(self) -> bool:
@@ -346,12 +362,12 @@ class JobTracker:
         idle = [job for job in self.table if job.status is JobStatus.IDLE]
         self._idle_since = {job.job_id: self._idle_since.get(job.job_id, now) for job in idle}
         for job in idle:
-            known = self._idle_reasons.get(job.job_id.cluster)
+            known = self._idle_reasons.get(_transaction(job.job_id))
             if now - self._idle_since[job.job_id] < IDLE_EXPLAIN_AFTER:
                 continue
             if known is None or now - known[0] > IDLE_REASON_TTL:
                 reason = await self.schedd.explain_idle(job.job_id)
-                self._idle_reasons[job.job_id.cluster] = (now, reason or "")
+                self._idle_reasons[_transaction(job.job_id)] = (now, reason or "")
                 return
 
     def reason(self, job: WorkerJob) -> str:
@@ -359,6 +375,10 @@ class JobTracker:
         if job.status is JobStatus.HELD:
             return job.hold_reason or ""
         if job.status is JobStatus.IDLE:
-            known = self._idle_reasons.get(job.job_id.cluster)
+            known = self._idle_reasons.get(_transaction(job.job_id))
             return (known[1] if known else "") or job.last_rejection or ""
         return ""
+
+
+def _transaction(job_id: JobId) -> tuple[str | None, int]:
+    return job_id.schedd, job_id.cluster

@@ -1,14 +1,22 @@
 """Names shared by the client, the worker jobs and the scheduler plugin.
 
-A worker is named after its HTCondor job (``htc-<ClusterId>.<ProcId>``) so
-that a worker in the scheduler and a job in the queue are one identity.
+A worker is named after its HTCondor job and schedd
+(``htc-<ClusterId>.<ProcId>@<schedd>``) so that a worker in the scheduler
+and a job in the queue are one identity.
 """
 
 import re
 
 WORKER_NAME_PREFIX = "htc-"
-# Expanded by condor_submit for each job of a submit transaction.
-WORKER_NAME_TEMPLATE = WORKER_NAME_PREFIX + "$(ClusterId).$(ProcId)"
+
+
+def worker_name_template(schedd: str | None) -> str:
+    """A worker's name as a submit macro, expanded by the schedd for each job:
+    ``htc-<ClusterId>.<ProcId>@<schedd>`` (job ids are unique per schedd)."""
+    local = WORKER_NAME_PREFIX + "$(ClusterId).$(ProcId)"
+    return local if schedd is None else f"{local}@{schedd}"
+
+
 # ClassAd attribute that ties a job to its gateway cluster.
 CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
 # ClassAd attribute naming the gateway whose cluster the job serves

@@ -19,7 +19,7 @@ from .condor_calls import CondorCallError
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
 from .helper_process import HelperProcess
 from .jobs import CredentialsJob, EndedJob, JobId, JobStatus, WorkerJob
-from .naming import CLUSTER_ATTRIBUTE, USER_ATTRIBUTE
+from .naming import CLUSTER_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE
 
 _PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode", "LastRejMatchReason",
@@ -35,7 +35,6 @@ class Schedd(Protocol):
     """What the rest of the client needs of a schedd: ``ScheddClient``, or a fake in tests."""
 
     async def owner(self) -> str: ...
-    def schedd_time(self) -> float: ...
     async def submit(
         self, description: Mapping[str, str], count: int, spool: bool = False
     ) -> list[JobId]: ...
@@ -46,18 +45,26 @@ class Schedd(Protocol):
         self, constraint: str, not_before: int, limit: int = -1
     ) -> list[EndedJob]: ...
     async def edit(self, constraint: str, attribute: str, value: str) -> None: ...
+    async def renew_lease(self, constraint: str, seconds: int) -> None: ...
     async def explain_idle(self, job_id: JobId) -> str | None: ...
     async def remove(self, job_spec: list[JobId] | str, reason: str) -> int: ...
 
 
+class ScheddMember(Schedd, Protocol):
+    """One named schedd of a pool, which can take submissions."""
+
+    name: str | None
+
+
 @functools.cache
-def _waiter() -> ThreadPoolExecutor:
+def _waiter(schedd: str | None) -> ThreadPoolExecutor:
     # Waits for the helper's answers; one call at a time, in the order made.
     return ThreadPoolExecutor(1, thread_name_prefix="htcdaskgateway-schedd")
 
 
 @functools.cache
-def _helper() -> HelperProcess:
+def _helper(schedd: str | None) -> HelperProcess:
+    # One per schedd: a schedd that does not answer holds up only its own calls.
     return HelperProcess()
 
 
@@ -94,8 +101,9 @@ class ScheddClient:
         try:
             try:
                 future = loop.run_in_executor(
-                    _waiter(), _helper().call, name, (where, *args), self.timeout
-                )
+                    _waiter(self.name), _helper(self.name).call, name, (where, *args),
+                    self.timeout,
+                )  # fmt: skip
             except RuntimeError:
                 # Executors take no new work once the interpreter is exiting,
                 # but shutdown at exit must still remove the jobs: call here.
@@ -103,13 +111,17 @@ class ScheddClient:
             return await future
         except TimeoutError:
             raise ScheddUnavailableError(
-                f"The schedd did not answer within {self.timeout:g} s "
+                f"The schedd {self.name or ''} did not answer within {self.timeout:g} s "
                 "(gateway.htcondor.schedd-timeout): it is busy or unreachable"
             ) from None
         except CondorCallError as exc:
             error = {condor_calls.UNAVAILABLE: ScheddUnavailableError,
                      condor_calls.SUBMIT: SubmitError}.get(exc.kind, HTCondorError)  # fmt: skip
             raise error(exc.message) from None
+
+    async def schedd_ads(self, constraint: str) -> list[dict[str, Any]]:
+        """The collector's ads (name, load) of the schedds matching ``constraint``."""
+        return await self._call("schedd_ads", constraint)
 
     async def owner(self) -> str:
         """The HTCondor identity (``User``: ``name@domain``) the schedd knows this client as."""
@@ -126,7 +138,7 @@ class ScheddClient:
         schedd's spool, so the local copies may be deleted when this returns.
         """
         cluster, first, procs = await self._call("submit", dict(description), count, spool)
-        return [JobId.of(cluster, first + i) for i in range(procs)]
+        return [JobId.of(cluster, first + i, self.name) for i in range(procs)]
 
     async def credentials_jobs(self, constraint: str) -> list[CredentialsJob]:
         """Credentials jobs matching ``constraint``, with their spool directories."""
@@ -134,7 +146,9 @@ class ScheddClient:
         ads.sort(key=lambda ad: (ad["ClusterId"], ad["ProcId"]))
         return [
             CredentialsJob(
-                JobId.of(ad["ClusterId"], ad["ProcId"]), JobStatus(ad["JobStatus"]), str(ad["Iwd"])
+                JobId.of(ad["ClusterId"], ad["ProcId"], self.name),
+                JobStatus(ad["JobStatus"]),
+                str(ad["Iwd"]),
             )
             for ad in ads
         ]
@@ -147,7 +161,7 @@ class ScheddClient:
         ads.sort(key=lambda ad: (ad["ClusterId"], ad["ProcId"]))
         return [
             WorkerJob(
-                job_id=JobId.of(ad["ClusterId"], ad["ProcId"]),
+                job_id=JobId.of(ad["ClusterId"], ad["ProcId"], self.name),
                 status=JobStatus(ad["JobStatus"]),
                 hold_reason=ad.get("HoldReason"),
                 cluster_name=ad.get(CLUSTER_ATTRIBUTE),
@@ -173,11 +187,15 @@ class ScheddClient:
     async def history(self, constraint: str, not_before: int, limit: int = -1) -> list[EndedJob]:
         """Jobs matching ``constraint`` that left the queue since ``not_before``, newest first."""
         ads = await self._call("history", constraint, _HISTORY_PROJECTION, limit, int(not_before))
-        return [_ended_job(ad) for ad in ads]
+        return [_ended_job(ad, self.name) for ad in ads]
 
     async def edit(self, constraint: str, attribute: str, value: str) -> None:
         """Set ``attribute`` to the ClassAd expression ``value`` on matching jobs."""
         await self._call("edit", constraint, attribute, value)
+
+    async def renew_lease(self, constraint: str, seconds: int) -> None:
+        """Set matching jobs' lease to end ``seconds`` from now, on this schedd's clock."""
+        await self.edit(constraint, LEASE_ATTRIBUTE, str(int(self.schedd_time()) + seconds))
 
     async def explain_idle(self, job_id: JobId) -> str | None:
         """Why an idle job has not started, from matching it against the pool's slots."""
@@ -187,16 +205,16 @@ class ScheddClient:
         """Remove jobs given by ids or by a constraint; returns how many were removed."""
         if not job_spec:
             return 0
-        spec = job_spec if isinstance(job_spec, str) else [str(job) for job in job_spec]
+        spec = job_spec if isinstance(job_spec, str) else [job.local for job in job_spec]
         return await self._call("remove", spec, reason)
 
 
-def _ended_job(ad: dict[str, Any]) -> EndedJob:
+def _ended_job(ad: dict[str, Any], schedd: str | None) -> EndedJob:
     started, finished = ad.get("JobCurrentStartDate"), ad.get("EnteredCurrentStatus")
     by_signal = ad.get("ExitBySignal") is True
     ran = isinstance(started, int) and isinstance(finished, int)
     return EndedJob(
-        job_id=JobId.of(ad["ClusterId"], ad["ProcId"]),
+        job_id=JobId.of(ad["ClusterId"], ad["ProcId"], schedd),
         status=JobStatus(ad["JobStatus"]),
         exit_code=None if by_signal else ad.get("ExitCode"),
         exit_signal=ad.get("ExitSignal") if by_signal else None,

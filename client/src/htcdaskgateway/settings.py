@@ -57,7 +57,8 @@ class SubmitSettings:
 @dataclass(frozen=True)
 class HTCondorSettings:
     collector: str | None
-    schedd: str | None
+    schedd: tuple[str, ...] | None  # names; None: every schedd the collector lists
+    schedd_constraint: str | None
     scheduler_address: str | None
     lease: int
     watch_interval: float
@@ -70,7 +71,8 @@ class HTCondorSettings:
     @classmethod
     def from_config(cls, overrides: Mapping[str, Any] | None = None) -> HTCondorSettings:
         """Read ``gateway.htcondor`` from dask config, with ``overrides`` on top."""
-        config = dask.config.get(PREFIX)
+        # Environment variables give keys with underscores (SCHEDD_CONSTRAINT).
+        config = _hyphenate(dask.config.get(PREFIX))
         if overrides:
             _check_known_keys(overrides, config, PREFIX)
             config = dask.config.merge(config, _hyphenate(overrides))
@@ -87,7 +89,8 @@ class HTCondorSettings:
         lifetime = worker["lifetime"]
         return cls(
             collector=_optional_str(raw["collector"], "collector"),
-            schedd=_optional_str(raw["schedd"], "schedd"),
+            schedd=_schedd_names(raw["schedd"]),
+            schedd_constraint=_optional_str(raw["schedd-constraint"], "schedd-constraint"),
             scheduler_address=_scheduler_address(raw["scheduler-address"]),
             lease=0 if raw["lease"] in (0, None) else _positive_int(raw["lease"], "lease"),
             watch_interval=_positive_number(raw["watch-interval"], "watch-interval"),
@@ -181,6 +184,18 @@ def _byte_size(value: object, setting: str) -> int:
     if size <= 0:
         raise _fail(setting, "a positive byte size", value)
     return size
+
+
+def _schedd_names(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not names:
+        raise _fail("schedd", "a schedd name, a list of names, or null", value)
+    checked = tuple(_required_str(name, "schedd") for name in names)
+    if any('"' in name or "\\" in name for name in checked):
+        raise _fail("schedd", "schedd names (no quotes or backslashes)", value)
+    return checked
 
 
 def _optional_str(value: object, setting: str) -> str | None:

@@ -20,9 +20,9 @@ from .naming import (
     LEASE_ATTRIBUTE,
     ROLE_ATTRIBUTE,
     USER_ATTRIBUTE,
-    WORKER_NAME_TEMPLATE,
     checked_cluster_name,
     scheduler_sni,
+    worker_name_template,
 )
 from .settings import HTCondorSettings
 
@@ -37,8 +37,9 @@ def worker_job_description(
     user: str,
     gateway_id: str,
     lease: int | None = None,
+    schedd: str | None = None,
 ) -> dict[str, str]:
-    """Submit commands for one worker job of ``cluster_name``, run for ``user``.
+    """Submit commands for one worker job of ``cluster_name``, run for ``user``, on ``schedd``.
 
     The credentials travel only as transferred input files, from
     ``credentials_dir``: the spool directory, on the schedd's host, of the
@@ -53,7 +54,7 @@ def worker_job_description(
     arguments = [
         "--scheduler-address", scheduler_address,
         "--sni", scheduler_sni(cluster_name),
-        "--name", WORKER_NAME_TEMPLATE,
+        "--name", worker_name_template(schedd),
         "--nthreads", str(worker.nthreads),
         "--memory-limit", str(worker.memory),
         "--death-timeout", f"{worker.death_timeout:g}",

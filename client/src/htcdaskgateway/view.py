@@ -15,9 +15,12 @@ from .reconciler import Reconciler
 
 def job_rows(tracker: JobTracker) -> list[dict[str, str]]:
     """The jobs as last seen: id, state and why it is idle or held."""
+    unreachable = getattr(tracker.schedd, "unreachable", {})
     rows = []
     for job in tracker.table:
         status = job.status.name.lower()
+        if job.job_id.schedd in unreachable:
+            status += " (schedd not answering)"
         rows.append({"job": str(job.job_id), "status": status, "reason": tracker.reason(job)})
     return rows
 
@@ -33,6 +36,9 @@ def jobs_summary(tracker: JobTracker, reconciler: Reconciler | None = None) -> s
     reasons = sorted({tracker.reason(job) for job in idle} - {""})
     why = f" ({'; '.join(reasons)})" if reasons else ""
     text = f"jobs {_counts(tracker, why)}"
+    unreachable = sorted(getattr(tracker.schedd, "unreachable", {}))
+    if unreachable:
+        text += f"; schedd {', '.join(unreachable)} not answering (its jobs as last seen)"
     if reconciler is not None and reconciler.submit_error:
         text += (
             f"; submitting failed {reconciler.submit_failures} time(s) "

@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .jobs import JobStatus
-from .naming import LEASE_ATTRIBUTE
 from .reconciler import Reconciler, target_from_wire
 from .scheduler_link import CALL_TIMEOUT, SchedulerLink
 
@@ -160,10 +159,7 @@ class Watcher:
             return
         tracker = self.reconciler.tracker
         selector = await tracker.selector()
-        expiry = int(tracker.schedd.schedd_time()) + self.lease
-        await tracker.schedd.edit(
-            selector.every_job_constraint(JobStatus.IDLE, JobStatus.HELD),
-            LEASE_ATTRIBUTE,
-            str(expiry),
+        await tracker.schedd.renew_lease(
+            selector.every_job_constraint(JobStatus.IDLE, JobStatus.HELD), self.lease
         )
         self._schedd_lease_renewed = time.monotonic()
