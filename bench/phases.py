@@ -23,6 +23,7 @@ from distributed import Client
 
 POLL = 0.02
 PHASES = ("scale returned", "queued", "idle", "running", "process started", "registered")
+COLUMNS = (*PHASES, "worker cpu")
 
 
 @dataclass
@@ -74,29 +75,37 @@ def _create_time_offset() -> float:
         child.wait()
 
 
-def worker_times(client: Client) -> tuple[list[float], list[float]]:
-    """Epoch seconds each worker's process started, and each was registered."""
+def worker_times(client: Client) -> tuple[list[float], list[float], list[float]]:
+    """Epoch seconds each worker's process started and was registered, and its CPU seconds."""
 
-    def process_started() -> float:
+    def process_started_and_cpu() -> tuple[float, float]:
         import psutil
 
-        return psutil.Process().create_time()
+        process = psutil.Process()
+        cpu = process.cpu_times()
+        return process.create_time(), cpu.user + cpu.system
 
     offset = _create_time_offset()
-    started = [t + offset for t in client.run(process_started).values()]
+    answers = list(client.run(process_started_and_cpu).values())
+    started = [t + offset for t, _ in answers]
+    cpu = [c for _, c in answers]
     registered = [
         stamp
         for stamp, message in client.get_events("all")
         if isinstance(message, dict) and message.get("action") == "add-worker"
     ]
-    return started, registered
+    return started, registered, cpu
 
 
 def breakdown(
     t0: float, returned: float, watch: QueueWatch, client: Client
 ) -> dict[str, float | None]:
-    """Median seconds since ``t0`` (the scale call) at which each phase was reached."""
-    started, registered = worker_times(client)
+    """Median seconds since ``t0`` (the scale call) at which each phase was reached.
+
+    Also ``worker cpu``: the median CPU seconds a worker process had used
+    by the time all had registered (its imports, start and registration).
+    """
+    started, registered, cpu = worker_times(client)
     per_phase: dict[str, list[float]] = {
         "queued": [t["queued"] for t in watch.seen.values() if "queued" in t],
         "idle": [t["idle"] for t in watch.seen.values() if "idle" in t],
@@ -107,19 +116,21 @@ def breakdown(
     result: dict[str, float | None] = {"scale returned": returned - t0}
     for phase, stamps in per_phase.items():
         result[phase] = statistics.median(stamps) - t0 if stamps else None
+    result["worker cpu"] = statistics.median(cpu) if cpu else None
     return result
 
 
 def table(rows: dict[int, dict[str, dict[str, float | None]]]) -> str:
     """Median seconds since scale() at which each phase is reached, per N and contender."""
     lines = [
-        "Phases of scale(N): median seconds since the call at which jobs/workers reached each",
-        f"{'N':>4} {'who':<9} " + " ".join(f"{phase:>15}" for phase in PHASES),
+        "Phases of scale(N): median seconds since the call at which jobs/workers reached each;",
+        "worker cpu: median CPU seconds of a worker process from its start to registration",
+        f"{'N':>4} {'who':<9} " + " ".join(f"{phase:>15}" for phase in COLUMNS),
     ]
     for n, contenders in rows.items():
         for who, phases in contenders.items():
             cells = " ".join(
-                f"{'-' if phases.get(p) is None else format(phases[p], '.2f'):>15}" for p in PHASES
+                f"{'-' if phases.get(p) is None else format(phases[p], '.2f'):>15}" for p in COLUMNS
             )
             lines.append(f"{n:>4} {who:<9} {cells}")
     return "\n".join(lines)

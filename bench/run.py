@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print(phases.table(results["phases"]))
+    print()
+    print(targets(results))
     print(f"\nwrote {json_path} and {plot_path}")
     return 0
 
@@ -190,6 +193,47 @@ def table(results: dict[str, Any]) -> str:
         f"dask-jobqueue {p4['jobqueue']['min']:.2f} / {p4['jobqueue']['median']:.2f}   "
         f"ours/jq {_ratio(p4['ours']['median'], p4['jobqueue']['median'])}",
     ]
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, Any]) -> str:
+    """Each of issue 14's targets with its figure; for a missed one, the measured limit."""
+    lines = [f"Targets (this machine: {os.cpu_count()} cores)"]
+
+    def check(ok: bool, text: str) -> None:
+        lines.append(f"  [{'met' if ok else 'MISSED'}] {text}")
+
+    for n, row in results["p1"].items():
+        f, o, j = (row[k]["median"] for k in ("floor", "ours", "jobqueue"))
+        check(o / j <= 0.8, f"P1 N={n}: ours/jq {o / j:.2f} <= 0.8")
+        if o / j > 0.8:
+            cpu = results["phases"].get(n, {})
+            ours_cpu = cpu.get("ours", {}).get("worker cpu")
+            jq_cpu = cpu.get("jobqueue", {}).get("worker cpu")
+            lines.append(
+                f"           limit: bare jobs alone take floor/jq = {f / j:.2f} of jq's time; "
+                f"ours is floor + {o - f:.2f} s, jq floor + {j - f:.2f} s"
+            )
+            if ours_cpu and jq_cpu:
+                lines.append(
+                    f"           each worker process costs {ours_cpu:.2f} s CPU (ours) vs "
+                    f"{jq_cpu:.2f} s (jq) to register, the same dask worker: {n} at once "
+                    f"on {os.cpu_count()} cores need {n * ours_cpu / (os.cpu_count() or 1):.1f} s"
+                )
+        if n == 1:
+            check(o - f <= 0.6, f"P1 N=1: ours - floor {o - f:.2f} s <= 0.6 s")
+    p2 = results["p2"]
+    check(
+        p2["ours"]["median"] <= 0.1,
+        f"P2 scale({p2['n']}) queued in {p2['ours']['median']:.2f} s <= 0.1 s",
+    )
+    p6 = results["p6"]
+    grew = p6["client_rss_after_mb"] - p6["client_rss_before_mb"]
+    check(
+        p6["all_queued_s"] <= 1, f"P6 scale({p6['n']}) queued in {p6['all_queued_s']:.2f} s <= 1 s"
+    )
+    check(p6["scale0_empty_s"] <= 3, f"P6 scale(0) emptied in {p6['scale0_empty_s']:.2f} s <= 3 s")
+    check(grew <= 50, f"P6 client memory grew {grew:.0f} MB <= 50 MB")
     return "\n".join(lines)
 
 

@@ -19,6 +19,8 @@ from htcdaskgateway import HTCondorError
 # schedd down must fail within SCHEDD_DOWN_BOUND seconds.
 SCHEDD_DOWN_BOUND = 60
 DEATH_TIMEOUT = 10
+# The test pool's second schedd is left out (see docker-compose.yml).
+FIRST_SCHEDD = 'HTCDaskGatewayTestSchedd =!= "second"'
 
 
 def pool_command(*command: str) -> str:
@@ -28,7 +30,12 @@ def pool_command(*command: str) -> str:
 
 
 def schedd_is_up() -> bool:
-    out = stack_service("pool").exec_run(["condor_status", "-schedd", "-af", "Name"]).output
+    """The pool's first schedd (the one these tests use) is in the collector."""
+    out = (
+        stack_service("pool")
+        .exec_run(["condor_status", "-schedd", "-constraint", FIRST_SCHEDD, "-af", "Name"])
+        .output
+    )
     return bool(out.decode().strip())
 
 

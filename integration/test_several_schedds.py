@@ -8,6 +8,10 @@ client and shutdown() still cover every job on both.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import htcondor2
@@ -15,6 +19,7 @@ import pytest
 
 from conftest import CLUSTER_ATTRIBUTE, stack_service, wait_for
 from htcdaskgateway import HTCGateway
+from htcdaskgateway.compat import ClosingOnceGateway
 
 BOTH_SCHEDDS = {"schedd": None, "schedd-constraint": "true", "watch-interval": 1}
 
@@ -22,12 +27,16 @@ BOTH_SCHEDDS = {"schedd": None, "schedd-constraint": "true", "watch-interval": 1
 def jobs_by_schedd(cluster_name: str) -> dict[str, list]:
     """Every job of the cluster (workers and credentials) on each schedd that answers."""
     constraint = f'{CLUSTER_ATTRIBUTE} == "{cluster_name}"'
+    projection = ["ClusterId", "ProcId", "JobStatus", "HTCDaskGatewayRole"]
     found = {}
     for location in htcondor2.Collector().locateAll(htcondor2.DaemonType.Schedd):
-        ads = htcondor2.Schedd(location).query(
-            constraint, projection=["ClusterId", "ProcId", "JobStatus", "HTCDaskGatewayRole"]
-        )
-        found[location["Name"]] = ads
+        schedd = htcondor2.Schedd(location)
+        try:
+            found[location["Name"]] = schedd.query(constraint, projection=projection)
+        except htcondor2.HTCondorException:
+            # A restarted schedd rejects the security session cached for the
+            # one before it once; the second try makes a new one.
+            found[location["Name"]] = schedd.query(constraint, projection=projection)
     return found
 
 
@@ -115,3 +124,69 @@ def test_one_schedd_stopped_mid_run_new_jobs_go_to_the_other_and_all_are_covered
         "every job, workers and credentials, to leave both schedds",
         60,
     )
+
+
+def spread_over_both(settings: dict) -> subprocess.Popen:
+    """A client whose cluster's idle jobs are on both schedds; it reports the name, then waits.
+
+    Each scale() step is one submission to a schedd picked at random
+    (equal load here): 12 steps leave both unused with odds of 1 in 2048.
+    """
+    owned = settings.get("lease", 0) > 0
+    code = f"""
+        import time
+        from htcdaskgateway import HTCGateway
+        gateway = HTCGateway(htcondor={settings!r})
+        cluster = gateway.new_cluster(shutdown_on_close={owned})
+        for n in range(1, 13):
+            cluster.scale(n)
+            if len({{job.job_id.schedd for job in cluster.worker_jobs()}}) == 2:
+                break
+        print(cluster.name, flush=True)
+        time.sleep(600)
+    """
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def killed_once_spread(client: subprocess.Popen) -> str:
+    name = client.stdout.readline().strip()
+    assert name, client.stderr.read()
+    client.send_signal(signal.SIGKILL)
+    client.wait(10)
+    on = {schedd for schedd, ads in jobs_by_schedd(name).items() if ads}
+    assert len(on) == 2, f"the cluster's jobs are on {on} only"
+    return name
+
+
+NEVER_STARTS = {"submit": {"requirements": "False"}}
+
+
+def test_a_killed_owners_jobs_leave_both_schedds_with_its_lease(both_schedds_up, record_figure):
+    killed = spread_over_both({**BOTH_SCHEDDS, **NEVER_STARTS, "lease": 10})
+    name = killed_once_spread(killed)
+    started = time.monotonic()
+    wait_for(
+        lambda: not any(jobs_by_schedd(name).values()),
+        "every idle and credentials job of the killed owner to leave both schedds",
+        10 + 30,
+    )
+    record_figure(
+        f"killed owner's idle jobs on 2 schedds gone {time.monotonic() - started:.1f} s "
+        "after SIGKILL (lease 10 s)"
+    )
+
+
+def test_cleanup_removes_an_orphans_jobs_from_both_schedds(both_schedds_up):
+    killed = spread_over_both({**BOTH_SCHEDDS, **NEVER_STARTS, "lease": 0})
+    name = killed_once_spread(killed)
+    with ClosingOnceGateway() as plain:
+        plain.stop_cluster(name)  # the gateway forgets it, HTCondor is not told
+    with HTCGateway(htcondor=BOTH_SCHEDDS) as gateway:
+        time.sleep(2)
+        assert all(jobs_by_schedd(name).values()), "nothing removed them yet"
+        removed = gateway.remove_orphaned_jobs()
+    assert removed[name] >= 4, removed  # 2+ workers and a credentials job on each schedd
+    wait_for(lambda: not any(jobs_by_schedd(name).values()), "cleanup to empty both", 15)

@@ -127,7 +127,7 @@ def test_no_secret_in_job_ad_history_logs_environment_arguments_or_temp(new_clus
     assert f'HTCDaskGatewayCluster = "{cluster.name}"' in history, "the job is in the history"
     assert not any(marker in history for marker in secret_markers), "condor_history -l"
     event_log = Path("/pool-log/EventLog")
-    job_cluster, job_proc = (int(part) for part in job.job_id.split("."))
+    job_cluster, job_proc = job.job_id.cluster, job.job_id.proc
     event_id = f"({job_cluster:03d}.{job_proc:03d}.000)"
     assert event_id in event_log.read_text(errors="replace"), "the job log has the job's events"
     assert not files_containing(Path("/pool-log"), secret_markers), "the pool's logs"

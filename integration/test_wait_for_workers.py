@@ -94,7 +94,7 @@ def test_workers_that_cannot_reach_the_scheduler_end_the_wait_with_why(gateway, 
         with pytest.raises(HTCondorError) as raised:
             cluster.wait_for_workers(1, timeout=120)
         message = str(raised.value)
-        assert re.search(r"job \d+\.0 exited with code 1 after \d+ s", message), message
+        assert re.search(r"job \d+\.0@\S+ exited with code 1 after \d+ s", message), message
         assert f"could not reach the scheduler at {nowhere}" in message, message
         assert "gateway.htcondor.scheduler-address" in message, message
         record_figure(
@@ -136,7 +136,7 @@ def test_workers_that_keep_failing_are_not_resubmitted_forever(gateway, record_f
             ["htcdaskgateway", "status", cluster.name], capture_output=True, text=True, timeout=60
         )
         assert status.returncode == 0, status.stderr
-        ended = re.findall(r"job (\d+\.\d+) exited with code 1 after \d+ s", status.stdout)
+        ended = re.findall(r"job (\d+\.\d+)@\S+ exited with code 1 after \d+ s", status.stdout)
         assert set(ended) == tried, status.stdout
 
         cluster.scale(2)  # asked again: one more round is tried
