@@ -6,6 +6,7 @@ Every function returns seconds (and, where plotted, a timeline of
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 import uuid
@@ -24,6 +25,7 @@ from distributed import Client
 from htcdaskgateway import HTCGateway, HTCGatewayCluster
 
 POLL = 0.1  # seconds between looks at the queue or the scheduler
+_PHASE = random.Random(14)
 # Job sizes of all three contenders; ours takes them from the analyst
 # container's dask config (docker-compose.yml), which says the same.
 WORKER_MEMORY = "1 GiB"
@@ -85,6 +87,11 @@ def cold_pool() -> None:
             raise TimeoutError("slots still claimed after the previous run")
         time.sleep(POLL)
     time.sleep(1.0)  # the startd's ad reaches the collector every UPDATE_INTERVAL (1 s)
+    # Negotiation runs in 1 s cycles: a run that starts at a fixed time after
+    # the one before would meet the cycle at the same phase each time, early
+    # for one contender and late for another. A random wait gives each the
+    # same spread of phases.
+    time.sleep(_PHASE.uniform(0.0, 1.0))
 
 
 def floor(n: int) -> Run:
