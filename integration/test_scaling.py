@@ -7,7 +7,7 @@ import time
 import htcondor2
 from distributed import get_worker
 
-from conftest import queue, wait_for
+from conftest import credentials_jobs, queue, wait_for
 
 FAST_WATCH = {"watch-interval": 1}
 
@@ -70,6 +70,58 @@ def test_job_removed_behind_the_clients_back_is_replaced(new_cluster, record_fig
     cluster.wait_for_workers(2, timeout=90)
     client = cluster.get_client()
     assert client.submit(sum, [1, 2]).result() == 3
+
+
+def test_a_job_whose_credentials_job_left_before_it_started_is_replaced(new_cluster, record_figure):
+    # Reproduction (CI): a schedd frozen past the lease removed the idle
+    # credentials job on thawing, just after a new worker job had named its
+    # spool; the job was held for files that never came back, and
+    # wait_for_workers gave up. Here the worker jobs wait for a go-ahead
+    # (an attribute the test sets), so the credentials job can be removed
+    # between a job's submission and its start, every time.
+    gated = {"submit": {"requirements": "MY.TestGo =?= true"}, **FAST_WATCH}
+    cluster = new_cluster(htcondor=gated)
+    cluster.scale(1)
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    (first,) = wait_for(lambda: active_job_ids(cluster.name), "the worker job to be queued", 30)
+    (carrier,) = credentials_jobs(cluster.name, ["ClusterId", "ProcId", "Iwd"])
+    schedd.act(
+        htcondor2.JobAction.Remove,
+        [f"{carrier['ClusterId']}.{carrier['ProcId']}"],
+        ("test: the credentials job leaves before its worker job starts", None),
+    )
+    started = time.monotonic()
+    schedd.edit([first], "TestGo", "true")
+
+    def replacement() -> str | None:
+        ids = active_job_ids(cluster.name)
+        return next(iter(ids)) if len(ids) == 1 and first not in ids else None
+
+    second = wait_for(replacement, "the held job to be replaced", 60)
+    record_figure(
+        f"job held for a removed credentials job replaced in {time.monotonic() - started:.1f} s"
+    )
+    (new_carrier,) = wait_for(
+        lambda: credentials_jobs(cluster.name, ["Iwd"]), "a new credentials job", 30
+    )
+    assert new_carrier["Iwd"] != carrier["Iwd"]
+    (ad,) = queue(cluster.name, ["TransferInput"])
+    assert ad["TransferInput"].startswith(f"{new_carrier['Iwd']}/"), "named the new spool"
+    (removed,) = wait_for(
+        lambda: schedd.history(
+            f"ClusterId == {first.split('.')[0]}",
+            projection=["RemoveReason", "LastHoldReasonCode"],
+            match=1,
+        ),
+        "the held job's history record",
+        30,
+    )
+    assert removed["LastHoldReasonCode"] == 13, "it was held for its input"
+    assert "credentials job left the queue" in removed.get("RemoveReason", ""), removed
+
+    schedd.edit([second], "TestGo", "true")
+    cluster.wait_for_workers(1, timeout=60)
+    assert cluster.get_client().submit(sum, [1, 2]).result() == 3
 
 
 def test_adapt_follows_the_load_and_keeps_its_minimum(new_cluster, record_figure):

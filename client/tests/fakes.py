@@ -25,6 +25,7 @@ from htcdaskgateway.jobs import (
     JobId,
     JobStatus,
     WorkerJob,
+    input_directory,
 )
 from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE
 from htcdaskgateway.scheduler_plugin import KeepHTCondorWorkers
@@ -126,6 +127,8 @@ class FakeSchedd:
             for key, value in description.items():
                 if key.startswith("MY."):
                     ad[key[3:]] = classad2.ExprTree(value)
+            if "transfer_input_files" in description:
+                ad["TransferInput"] = description["transfer_input_files"]
             self.queue[job_id] = FakeJob(job_id, ad)
             ids.append(job_id)
         self.submits.append(count)
@@ -149,6 +152,7 @@ class FakeSchedd:
                 cluster_name=job.ad.get(CLUSTER_ATTRIBUTE),
                 hold_reason_code=job.hold_reason_code,
                 user=job.ad.get(USER_ATTRIBUTE),
+                credentials_directory=input_directory(job.ad.get("TransferInput")),
             )
             for job in sorted(self._matching(constraint), key=lambda j: j.job_id.sort_key)
         ]

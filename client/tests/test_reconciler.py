@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-from htcdaskgateway.jobs import FAILURES_BEFORE_PAUSE, JobId, JobStatus, JobTracker
+from htcdaskgateway.jobs import (
+    FAILURES_BEFORE_PAUSE,
+    TRANSFER_INPUT_ERROR,
+    JobId,
+    JobStatus,
+    JobTracker,
+)
 from htcdaskgateway.naming import GATEWAY_ATTRIBUTE, LEASE_ATTRIBUTE
 from htcdaskgateway.reconciler import (
     BACKOFF_FIRST,
@@ -16,7 +22,7 @@ from htcdaskgateway.reconciler import (
     target_to_wire,
 )
 from htcdaskgateway.settings import HTCondorSettings
-from htcdaskgateway.submit import worker_job_description
+from htcdaskgateway.submit import credentials_job_description, worker_job_description
 from htcdaskgateway.watch import Watcher
 
 from .fakes import ALICE, BOB, FakeSchedd, FakeSchedulerLink
@@ -164,6 +170,42 @@ def test_jobs_removed_by_the_lease_count_as_failures_not_endless_resubmits():
             for job in schedd.mine():
                 schedd.end(job, JobStatus.REMOVED, by_policy=True)
         assert sum(schedd.submits) == FAILURES_BEFORE_PAUSE
+
+    run(body())
+
+
+def test_a_job_held_because_its_credentials_job_left_is_replaced_and_no_other_held_job_is():
+    # Reproduction (CI): the schedd froze past the lease; on thawing it
+    # removed the idle credentials job just after a worker job named its
+    # spool, and the worker job was held for files that never came back.
+    schedd, _, reconciler = make()
+    reconciler.want(ScaleTarget(2), 1)
+
+    async def body():
+        await reconciler.step()
+        lost, kept = schedd.mine()
+        for job_id in (lost, kept):
+            schedd.set_status(job_id, JobStatus.HELD, hold_code=TRANSFER_INPUT_ERROR)
+        # kept names a credentials job still queued (another spool): its
+        # hold is the operator's to resolve, and is reported, not replaced.
+        schedd.queue[kept].ad["TransferInput"] = "/spool/live/dask.crt,/spool/live/dask.pem"
+        credentials = credentials_job_description(
+            HTCondorSettings.from_config(), CLUSTER, [], user="alice", gateway_id=GATEWAY, lease=60
+        )
+        (live,) = await schedd.submit(credentials, 1, spool=True)
+        schedd.queue[live].ad["Iwd"] = "/spool/live"
+
+        table = await reconciler.step(act=False)
+        marked = {job.job_id: job for job in table}
+        assert marked[lost].credentials_lost and not marked[lost].is_stuck
+        assert "credentials job left" in reconciler.tracker.reason(marked[lost])
+        assert not marked[kept].credentials_lost and marked[kept].is_stuck
+
+        await reconciler.step()
+        assert lost not in schedd.queue and kept in schedd.queue and live in schedd.queue
+        assert len([j for j in schedd.mine() if j != live]) == 2, "the lost job was replaced"
+        await reconciler.step()
+        assert reconciler.tracker.failures_in_a_row == 0, "a replacement is not a failure"
 
     run(body())
 

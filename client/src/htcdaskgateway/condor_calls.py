@@ -147,7 +147,9 @@ def submit(
     try:
         schedd.spool(result)
     except htcondor2.HTCondorException as exc:
-        schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}", "input not spooled")
+        schedd.act(
+            htcondor2.JobAction.Remove, f"ClusterId == {cluster}", _reason("input not spooled")
+        )
         raise CondorCallError(
             SUBMIT, f"Could not send the cluster's credentials to the schedd: {exc}"
         ) from None
@@ -184,10 +186,18 @@ def edit(where: Where, constraint: str, attribute: str, value: str) -> None:
 
 def remove(where: Where, job_spec: list[str] | str, reason: str) -> int:
     try:
-        result = _schedd(where).act(htcondor2.JobAction.Remove, job_spec, reason)
+        result = _schedd(where).act(htcondor2.JobAction.Remove, job_spec, _reason(reason))
     except htcondor2.HTCondorException as exc:
         raise CondorCallError(FAILED, f"Could not remove worker jobs: {exc}") from None
     return int(result.get("TotalSuccess", 0))
+
+
+def _reason(text: str) -> tuple[str, None]:
+    # htcondor2 25.x's Schedd.act drops a reason given as a plain string (it
+    # sends none, so the job's RemoveReason stays undefined); the
+    # (reason, code) form is passed on. The reason is what an operator
+    # reads in condor_history, so it must arrive.
+    return (text, None)
 
 
 def explain_idle(where: Where, cluster: int, proc: int) -> str | None:

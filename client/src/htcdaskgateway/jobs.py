@@ -8,6 +8,7 @@ cluster's jobs and learns how those that left ended; it only reads.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import re
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from .schedd import Schedd
 
 logger = logging.getLogger(__name__)
+
+# HoldReasonCode of a job whose input files could not be sent to its slot.
+TRANSFER_INPUT_ERROR = 13
 
 _JOB_ID = re.compile(r"(\d+)\.(\d+)(?:@(\S+))?")
 
@@ -107,6 +111,10 @@ class WorkerJob:
     hold_reason_code: int | None = None
     user: str | None = None  # the gateway user the job works for
     last_rejection: str | None = None  # the negotiator's last "no match" reason
+    credentials_directory: str | None = None  # where its shadow takes the credentials from
+    # Held because its credentials job left the queue before the job started:
+    # the reconciler replaces it (``JobTracker.refresh`` decides).
+    credentials_lost: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "job_id", JobId(self.job_id))
@@ -115,9 +123,19 @@ class WorkerJob:
     def is_stuck(self) -> bool:
         """Held: it will not start until someone releases it.
 
-        (Worker jobs are not spooled, so no hold of theirs is a passing one.)
+        (Worker jobs are not spooled, so no hold of theirs is a passing one;
+        one held for lost credentials is replaced, not waited on.)
         """
-        return self.status is JobStatus.HELD
+        return self.status is JobStatus.HELD and not self.credentials_lost
+
+    @property
+    def may_have_lost_credentials(self) -> bool:
+        """Held because its input could not be sent: maybe its credentials job is gone."""
+        return (
+            self.status is JobStatus.HELD
+            and self.hold_reason_code == TRANSFER_INPUT_ERROR
+            and self.credentials_directory is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -322,9 +340,36 @@ class JobTracker:
     async def refresh(self) -> list[WorkerJob]:
         selector = await self.selector()
         jobs = await self.schedd.jobs(selector.constraint())
-        self.table = [job for job in jobs if job.status.is_active]
+        self.table = await self._mark_lost_credentials(
+            selector, [job for job in jobs if job.status.is_active]
+        )
         await self._notice_ended(self.table)
         return self.table
+
+    async def _mark_lost_credentials(
+        self, selector: JobSelector, jobs: list[WorkerJob]
+    ) -> list[WorkerJob]:
+        # A worker job names its credentials job's spool when it is queued,
+        # and its shadow reads the files only when it starts. If the
+        # credentials job left in between (its lease lapsed while the schedd
+        # was frozen, a condor_rm, or an evicted job starting again later),
+        # the job is held for files that will never come back.
+        suspects = [job for job in jobs if job.may_have_lost_credentials]
+        if not suspects:
+            return jobs
+        live = {
+            (found.job_id.schedd, found.directory)
+            for found in await self.schedd.credentials_jobs(selector.credentials_constraint())
+        }
+        lost = {
+            job.job_id
+            for job in suspects
+            if (job.job_id.schedd, job.credentials_directory) not in live
+        }
+        return [
+            dataclasses.replace(job, credentials_lost=True) if job.job_id in lost else job
+            for job in jobs
+        ]
 
     async def _notice_ended(self, active: list[WorkerJob]) -> None:
         now = self._clock.time()
@@ -372,6 +417,8 @@ class JobTracker:
 
     def reason(self, job: WorkerJob) -> str:
         """Why a job is held, or idle, as far as known; "" otherwise."""
+        if job.credentials_lost:
+            return "its credentials job left the queue before it started; being replaced"
         if job.status is JobStatus.HELD:
             return job.hold_reason or ""
         if job.status is JobStatus.IDLE:
@@ -382,3 +429,12 @@ class JobTracker:
 
 def _transaction(job_id: JobId) -> tuple[str | None, int]:
     return job_id.schedd, job_id.cluster
+
+
+def input_directory(transfer_input: str | None) -> str | None:
+    """The directory of a job's first input file (a worker job's: its credentials)."""
+    if not transfer_input:
+        return None
+    first = str(transfer_input).split(",")[0].strip()
+    directory = first.rpartition("/")[0]
+    return directory or None

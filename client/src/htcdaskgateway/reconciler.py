@@ -127,6 +127,11 @@ class Reconciler:
         return joined
 
     async def _act(self, raise_errors: bool) -> None:
+        lost = [job.job_id for job in self.tracker.table if job.credentials_lost]
+        if lost and self.target is not None:
+            # Never started, so nothing is lost with them; the submission
+            # that replaces them makes a new credentials job (credentials_job.py).
+            await self.remove(lost, "its credentials job left the queue before it started")
         if self.adaptive is not None:
             await self.adaptive.adapt()
         elif isinstance(self.target, ScaleTarget):

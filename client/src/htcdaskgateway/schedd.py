@@ -18,12 +18,12 @@ from . import condor_calls
 from .condor_calls import CondorCallError
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
 from .helper_process import HelperProcess
-from .jobs import CredentialsJob, EndedJob, JobId, JobStatus, WorkerJob
+from .jobs import CredentialsJob, EndedJob, JobId, JobStatus, WorkerJob, input_directory
 from .naming import CLUSTER_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE
 
 _PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode", "LastRejMatchReason",
-    "ServerTime", CLUSTER_ATTRIBUTE, USER_ATTRIBUTE,
+    "ServerTime", "TransferInput", CLUSTER_ATTRIBUTE, USER_ATTRIBUTE,
 ]  # fmt: skip
 _HISTORY_PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "ExitCode", "ExitBySignal", "ExitSignal",
@@ -168,6 +168,7 @@ class ScheddClient:
                 hold_reason_code=ad.get("HoldReasonCode"),
                 user=ad.get(USER_ATTRIBUTE),
                 last_rejection=ad.get("LastRejMatchReason"),
+                credentials_directory=input_directory(ad.get("TransferInput")),
             )
             for ad in ads
         ]
