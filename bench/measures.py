@@ -6,6 +6,7 @@ Every function returns seconds (and, where plotted, a timeline of
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
@@ -37,6 +38,31 @@ JOB_TIMEOUT = 300.0
 class Run:
     seconds: float
     timeline: list[tuple[float, int]] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # the whole machine's busy CPU seconds over ``seconds``
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot.
+
+    /proc/stat is not namespaced: every container of the stack (schedd,
+    shadows, starters, workers, scheduler, proxy, client) shares this
+    kernel, so the difference over a run is all the work that run caused.
+    """
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, stat.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def timed() -> Iterator[Run]:
+    """A Run whose seconds and busy CPU seconds cover the ``with`` block."""
+    run = Run(0.0)
+    started, busy = time.monotonic(), busy_cpu_seconds()
+    try:
+        yield run
+    finally:
+        run.seconds = time.monotonic() - started
+        run.cpu_seconds = busy_cpu_seconds() - busy
 
 
 def _schedd() -> htcondor2.Schedd:
@@ -111,16 +137,17 @@ def floor(n: int) -> Run:
         }
     )
     schedd = _schedd()
-    started = time.monotonic()
-    result = schedd.submit(description, count=n)
-    constraint = f"ClusterId == {result.cluster()}"
+    constraint = None
     try:
-        run = _until(lambda: _count(constraint, status=2), n, "floor")
-        run.seconds = time.monotonic() - started
+        with timed() as run:
+            result = schedd.submit(description, count=n)
+            constraint = f"ClusterId == {result.cluster()}"
+            run.timeline = _until(lambda: _count(constraint, status=2), n, "floor").timeline
         return run
     finally:
-        schedd.act(htcondor2.JobAction.Remove, constraint, "benchmark done")
-        _until_empty(constraint, "floor cleanup")
+        if constraint is not None:
+            schedd.act(htcondor2.JobAction.Remove, constraint, "benchmark done")
+            _until_empty(constraint, "floor cleanup")
 
 
 def _worker_jobs(cluster: HTCGatewayCluster) -> str:
@@ -175,10 +202,9 @@ def p1_ours(n: int) -> Run:
     with ours() as cluster:
         client = cluster.get_client()
         cold_pool()
-        started = time.monotonic()
-        cluster.scale(n)
-        run = _until(lambda: _workers(client), n, "ours")
-        run.seconds = time.monotonic() - started
+        with timed() as run:
+            cluster.scale(n)
+            run.timeline = _until(lambda: _workers(client), n, "ours").timeline
         client.close()
         return run
 
@@ -186,10 +212,9 @@ def p1_ours(n: int) -> Run:
 def p1_jobqueue(n: int) -> Run:
     with jobqueue() as (cluster, _), Client(cluster) as client:
         cold_pool()
-        started = time.monotonic()
-        cluster.scale(n)
-        run = _until(lambda: _workers(client), n, "dask-jobqueue")
-        run.seconds = time.monotonic() - started
+        with timed() as run:
+            cluster.scale(n)
+            run.timeline = _until(lambda: _workers(client), n, "dask-jobqueue").timeline
         return run
 
 
