@@ -11,7 +11,7 @@ COMPOSE := docker compose
 IN_ANALYST := $(COMPOSE) run --rm --no-deps analyst
 PYTEST := scripts/pytest-in-analyst
 
-.PHONY: help docker images up down demo lint unit e2e test bench pins clean chart-check e2e-k8s rig-up rig-down
+.PHONY: help docker images up down demo lint unit e2e test bench pins clean chart-check e2e-k8s rig-up rig-down dist version
 
 help:
 	@echo "make demo   - start the local pool + gateway and run the seed's usage on 5 HTCondor workers"
@@ -20,6 +20,8 @@ help:
 	@echo "make up / make down - start / stop (and wipe) the local stack"
 	@echo "make bench  - benchmarks vs the pool's floor and dask-jobqueue (table, JSON, plot in bench/results/)"
 	@echo "make pins   - re-resolve pins/requirements.in into pins/constraints.txt"
+	@echo "make dist   - wheel, sdist and chart package in dist/, checked (the wheel tested on Python 3.11-3.13)"
+	@echo "make version - write pins/versions.env's HTCDASKGATEWAY_VERSION into the package and the chart"
 	@echo "make chart-check - the Helm chart: lint, render, validate (k8s 1.31-1.34), tests, config load"
 	@echo "make e2e-k8s     - the chart on a single-node Kubernetes built here, pool outside, the e2e suites through it"
 	@echo "make rig-up / make rig-down - start / remove that Kubernetes (integration/k8s/README.md)"
@@ -59,8 +61,15 @@ bench: up
 pins: docker
 	scripts/freeze-pins.sh
 
+# The release's artifacts in dist/, built and checked (scripts/dist.sh).
+dist: images
+	scripts/dist.sh
+
+version:
+	scripts/version.sh write
+
 clean: down
-	-docker image rm htcdaskgateway/pool:dev htcdaskgateway/analyst:dev htcdaskgateway/scheduler:dev
+	-docker image rm htcdaskgateway/pool:$(HTCDASKGATEWAY_VERSION) htcdaskgateway/analyst:$(HTCDASKGATEWAY_VERSION) htcdaskgateway/scheduler:$(HTCDASKGATEWAY_VERSION)
 
 # The Helm chart's static checks; no Kubernetes cluster needed (charts/README.md).
 chart-check: docker

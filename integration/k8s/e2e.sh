@@ -34,7 +34,7 @@ TESTS=${E2E_K8S_TESTS:-integration/test_skeleton.py integration/test_scaling.py 
 
 "$rig" up || die "the rig did not come up"
 t_rig=$SECONDS
-"$rig" images htcdaskgateway/scheduler:dev || die "importing the scheduler image failed"
+"$rig" images "htcdaskgateway/scheduler:$HTCDASKGATEWAY_VERSION" || die "importing the scheduler image failed"
 
 log "pool and hub (outside the cluster)"
 # A hub started earlier on loopback cannot serve the rig: recreate it.

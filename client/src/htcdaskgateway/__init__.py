@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 if TYPE_CHECKING:
     from .cluster import HTCGatewayCluster
     from .errors import (
@@ -40,6 +42,7 @@ __all__ = [
     "ScheddUnavailableError",
     "SettingError",
     "SubmitError",
+    "__version__",
 ]
 
 

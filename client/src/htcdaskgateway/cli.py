@@ -11,6 +11,7 @@ import time
 import click
 from dask_gateway import GatewayClusterError
 
+from ._version import __version__
 from .errors import HTCondorError, SettingError
 from .gateway import HTCGateway
 from .jobs import JobStatus, WorkerJob, count_by_status
@@ -26,6 +27,9 @@ def _counts(jobs: list[WorkerJob]) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "-V", "--version", prog_name="htcdaskgateway", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """Dask Gateway clusters whose workers are HTCondor jobs."""
 

@@ -61,6 +61,10 @@ class SchedulerLink:
         names = await self._ask("htcdaskgateway_workers_to_close", n=n)
         return [JobId(job_id) for job_id in map(job_id_of_worker, names) if job_id]
 
+    async def versions(self) -> dict[str, Any]:
+        """``{"scheduler": packages, "workers": {name: packages}}`` (``versions.py``)."""
+        return dict(await self._ask("htcdaskgateway_versions"))
+
     async def adaptive_target(self, target_duration: float) -> int:
         return int(
             await self._ask("htcdaskgateway_adaptive_target", target_duration=target_duration)

@@ -67,6 +67,7 @@ class KeepHTCondorWorkers(SchedulerPlugin):
                 "htcdaskgateway_release": self.release,
                 "htcdaskgateway_workers_to_close": self.workers_to_close,
                 "htcdaskgateway_adaptive_target": self.adaptive_target,
+                "htcdaskgateway_versions": self.versions,
             }
         )
         self._lease_task = asyncio.create_task(self._watch_leases())
@@ -102,6 +103,21 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         """The scheduler's adaptive target, counting HTCondor workers as closable."""
         with self._htcondor_workers_closable():
             return int(self.scheduler.adaptive_target(target_duration=target_duration))
+
+    def versions(self) -> dict[str, Any]:
+        """The scheduler's package versions and those each worker sent when it joined.
+
+        Kept by the scheduler since registration, so no worker is asked.
+        """
+        from distributed.versions import get_versions
+
+        return {
+            "scheduler": get_versions()["packages"],
+            "workers": {
+                str(ws.name): dict((ws.versions or {}).get("packages", {}))
+                for ws in self.scheduler.workers.values()
+            },
+        }
 
     def renew(
         self, token: str, ttl: float | None = None, apply_ttl: float | None = None

@@ -26,6 +26,7 @@ from typing import Any
 from .jobs import JobStatus
 from .reconciler import Reconciler, target_from_wire
 from .scheduler_link import CALL_TIMEOUT, SchedulerLink
+from .versions import VersionCheck
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Watcher:
         self.holds_lease = False
         self.stopped_reason: str | None = None
         self._schedd_lease_renewed = -math.inf
+        self.versions = VersionCheck(link.versions)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -140,6 +142,7 @@ class Watcher:
                 await self.reconciler.step(act=self.is_applier)
                 await self._renew_schedd_lease()
                 await self.reconciler.tracker.explain_idle()
+                await self.versions.check(len(self.reconciler.tracker.joined))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

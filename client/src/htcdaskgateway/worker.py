@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._version import __version__
 from .naming import CERT_FILE, KEY_FILE
 
 
@@ -29,6 +30,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Start a dask worker for a dask-gateway cluster inside an HTCondor job.",
         epilog="Arguments after -- are passed to `dask worker` unchanged.",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--scheduler-address", required=True, help="tls://host:port of the proxy")
     parser.add_argument("--sni", required=True, help="TLS server name of the cluster's scheduler")
     parser.add_argument("--name", required=True, help="worker name (htc-<job id>)")
