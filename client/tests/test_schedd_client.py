@@ -47,3 +47,27 @@ def test_a_schedd_call_that_is_never_answered_times_out_and_the_loop_runs_on(sil
     took, longest_gap = asyncio.run(body())
     assert 2 <= took < 5
     assert longest_gap < 0.5, f"the event loop stalled {longest_gap:.1f} s"
+
+
+def test_the_helper_process_outlives_an_interrupt_sent_to_the_notebook_kernel_group():
+    import os
+    import signal
+
+    from htcdaskgateway.condor_calls import CondorCallError
+    from htcdaskgateway.helper_process import HelperProcess
+
+    helper = HelperProcess()
+    try:
+        with pytest.raises(CondorCallError, match="TypeError"):
+            helper.call("no_such_call", (), timeout=30)
+        child = helper._child
+        assert child is not None
+        time.sleep(0.5)  # its imports done and the signal handler set
+        os.kill(child.pid, signal.SIGINT)
+        time.sleep(0.3)
+        assert child.poll() is None, "SIGINT ended the helper process"
+        with pytest.raises(CondorCallError):
+            helper.call("no_such_call", (), timeout=30)
+        assert helper._child is child, "the helper was restarted"
+    finally:
+        helper.stop()

@@ -409,6 +409,21 @@ class HTCGatewayCluster(GatewayCluster):
     def _repr_html_(self) -> str:
         return super()._repr_html_() + self._jobs_html()
 
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        # dask-gateway shows only the widget when ipywidgets is installed;
+        # a notebook saved, rendered or viewed without the widget manager
+        # (nbconvert, GitHub, a kernel restarted) then shows "VBox(...)".
+        # The same bundle also carries the HTML, job table included.
+        widget = self._widget()
+        if widget is None:
+            super()._ipython_display_(**kwargs)
+            return
+        from IPython.display import display
+
+        bundle = dict(widget._repr_mimebundle_(**kwargs) or {})
+        bundle.setdefault("text/html", self._repr_html_())
+        display(bundle, raw=True)
+
     def _refresh_widget(self) -> None:
         widget = getattr(self, "_status_widget", None)
         if widget is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -15,6 +18,8 @@ from .jobs import JobSelector, WorkerJob, count_by_status
 from .reconciler import ScaleTarget
 from .schedd_pool import ScheddPool
 from .settings import HTCondorSettings
+
+logger = logging.getLogger(__name__)
 
 
 class HTCGateway(ClosingOnceGateway):
@@ -39,6 +44,7 @@ class HTCGateway(ClosingOnceGateway):
         )  # fmt: skip
         self._adapting: dict[str, HTCGatewayCluster] = {}
         super().__init__(*args, **kwargs)
+        _unclosed.add(self)
 
     async def _jobs_selector(self, cluster_name: str | None = None) -> JobSelector:
         """Your jobs (as the schedd knows you) of this gateway; of one cluster if named."""
@@ -249,3 +255,26 @@ class HTCClusterReport(ClusterReport):
     def __repr__(self) -> str:
         jobs = ", ".join(f"{state} {count}" for state, count in self.jobs.items())
         return f"ClusterReport<name={self.name}, status={self.status.name}, jobs: {jobs}>"
+
+
+_unclosed: weakref.WeakSet[HTCGateway] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close the clusters and then the gateways a script or notebook left open.
+
+    ``Gateway.__del__`` does not close once the interpreter is finalizing, so
+    a gateway never closed (the usual usage) left its HTTP session to be
+    reported as "Unclosed client session" at exit. Its clusters share its
+    event loop, so they go first: each is closed as dask-gateway's own exit
+    hook would (shut down if ``shutdown_on_close``), which that hook, running
+    later, then finds done.
+    """
+    for closable in [*HTCGatewayCluster._instances, *_unclosed]:
+        if closable.asynchronous:
+            continue
+        try:
+            closable.close()
+        except Exception as exc:
+            logger.warning("Closing %r at exit failed: %r", closable, exc)

@@ -19,6 +19,7 @@ pipe closes, so it never outlives the client.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -103,6 +104,10 @@ def serve(requests: Connection, answers: Connection) -> None:
 
 
 if __name__ == "__main__":
+    # A notebook's "interrupt kernel" (and jupyter_client's shutdown) sends
+    # SIGINT to the kernel's whole process group: the client's calls must
+    # outlive an interrupted cell, and the child ends when its pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(
         Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
     )
