@@ -33,13 +33,16 @@ for target in build python3.11 python3.12 python3.13; do
     --build-arg TRIXIE_IMAGE="$DEFAULT_BASE_IMAGE" \
     --build-arg BOOKWORM_IMAGE="local/debian:$PYTHON_3_11_SUITE" \
     --build-arg CPYTHON_3_12_VERSION --build-arg CPYTHON_SOURCE_PROXY \
-    client/packaging >/dev/null || die "building htcdaskgateway/dist:$target failed"
+    -f client/packaging/Dockerfile . >/dev/null || die "building htcdaskgateway/dist:$target failed"
 done
 
 rm -rf dist && mkdir dist && chmod 0777 dist
 as_me=(--user "$(id -u):$(id -g)")
 log "wheel and sdist"
-docker run --rm "${as_me[@]}" -v "$PWD/client:/src:ro" -v "$PWD/dist:/dist" htcdaskgateway/dist:build \
+# The isolated build environment gets setuptools at the pinned version.
+docker run --rm "${as_me[@]}" -v "$PWD/client:/src:ro" -v "$PWD/dist:/dist" \
+  -v "$PWD/pins:/pins:ro" -e PIP_CONSTRAINT=/pins/constraints.txt \
+  -v "$hostca:/run/hostca:ro" -e PIP_CERT=/run/hostca htcdaskgateway/dist:build \
   sh -ec 'cp -r /src /tmp/client && rm -rf /tmp/client/build /tmp/client/src/*.egg-info
           python -m build --outdir /dist /tmp/client >/tmp/build.log 2>&1 || { tail -n 30 /tmp/build.log; exit 1; }
           twine check --strict /dist/*' || die "building or checking the wheel and sdist failed"
@@ -91,7 +94,7 @@ for image in scheduler worker; do
 done
 log "version $version: wheel CLI, chart appVersion, scheduler and worker image labels agree"
 
-(cd dist && sha256sum -- * >SHA256SUMS)
+(cd dist && sha256sum -- *.whl *.tar.gz *.tgz >SHA256SUMS)
 log "artifacts in dist/ (${SECONDS}s):"
 for f in dist/*; do printf '  %-48s %8s bytes\n' "${f#dist/}" "$(stat -c %s "$f")"; done
 for image in scheduler worker; do
