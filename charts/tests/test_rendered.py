@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from conftest import Rendered
+from conftest import CHART, Rendered
 
 
 def test_no_worker_pods_for_htcondor_clusters(rendered: Rendered) -> None:
@@ -194,3 +194,21 @@ def yaml_dump(docs: list[dict[str, Any]]) -> str:
 
 def yaml_load(text: str) -> Any:
     return yaml.safe_load(text)
+
+
+def test_images_default_to_the_charts_app_version(rendered: Rendered) -> None:
+    # One version for chart, images and client (pins/versions.env): with no
+    # image.tag, every htcdaskgateway image is the chart's appVersion.
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    tag = rendered.chart_values()["image"].get("tag") or chart["appVersion"]
+    images = [
+        c["image"]
+        for _, spec in rendered.pod_specs()
+        for c in spec.get("containers", []) + spec.get("initContainers", [])
+        if "htcdaskgateway/scheduler" in c["image"]
+    ]
+    assert images, "no pod runs the scheduler image"
+    assert all(image.endswith(f":{tag}") for image in images), images
+    scheduler_image = rendered.chart_values()["chart"]["image"]  # KubeClusterConfig.image
+    assert scheduler_image.endswith(f"htcdaskgateway/scheduler:{tag}"), scheduler_image
+    assert chart["version"] == chart["appVersion"]
