@@ -27,6 +27,16 @@ def remove_behind_the_clients_back(job_id: str) -> None:
     schedd.act(htcondor2.JobAction.Remove, [job_id], "test: condor_rm behind the client")
 
 
+def _single_successor(cluster_name: str, first: str, what: str) -> str:
+    """The one active job of the cluster once ``first`` has been replaced."""
+
+    def successor() -> str | None:
+        ids = active_job_ids(cluster_name)
+        return next(iter(ids)) if len(ids) == 1 and first not in ids else None
+
+    return wait_for(successor, what, 60)
+
+
 def test_scale_down_retires_workers_so_their_data_survives(new_cluster):
     cluster = new_cluster()
     cluster.scale(3)
@@ -93,11 +103,7 @@ def test_a_job_whose_credentials_job_left_before_it_started_is_replaced(new_clus
     started = time.monotonic()
     schedd.edit([first], "TestGo", "true")
 
-    def replacement() -> str | None:
-        ids = active_job_ids(cluster.name)
-        return next(iter(ids)) if len(ids) == 1 and first not in ids else None
-
-    second = wait_for(replacement, "the held job to be replaced", 60)
+    second = _single_successor(cluster.name, first, "the held job to be replaced")
     record_figure(
         f"job held for a removed credentials job replaced in {time.monotonic() - started:.1f} s"
     )
@@ -175,11 +181,9 @@ def test_worker_lifetime_ends_the_job_and_the_target_replaces_it(new_cluster, re
     (first,) = active_job_ids(cluster.name)
     started = time.monotonic()
 
-    def successor() -> str | None:
-        ids = active_job_ids(cluster.name)
-        return next(iter(ids)) if len(ids) == 1 and first not in ids else None
-
-    second = wait_for(successor, "the retired worker's job to end and be replaced", 60)
+    second = _single_successor(
+        cluster.name, first, "the retired worker's job to end and be replaced"
+    )
     record_figure(
         f"worker lifetime 8 s: job {first} ended and {second} replaced it "
         f"{time.monotonic() - started:.1f} s after the worker joined"
