@@ -239,12 +239,20 @@ def targets(results: dict[str, Any]) -> str:
                 f"{ours_cpu / n:.2f} vs {jq_cpu / n:.2f} per worker"
             )
             cores = os.cpu_count() or 1
-            worker_cpu = results["phases"].get(n, {}).get("ours", {}).get("worker cpu") or 0.0
+            phase = results["phases"].get(n, {})
+            worker_cpu = (phase.get("ours") or {}).get("worker cpu") or 0.0
+            jq_worker_cpu = (phase.get("jobqueue") or {}).get("worker cpu") or 0.0
             lines.append(
                 f"           at full use, ours takes at least {ours_cpu / cores:.2f} s; "
                 f"0.8 x jq would need {0.8 * j:.2f} s, i.e. at most "
                 f"{0.8 * j * cores / n:.2f} CPU s per worker (phases: the worker "
                 f"process alone {worker_cpu:.2f} s)"
+            )
+            lines.append(
+                f"           both start the same `dask worker` ({worker_cpu:.2f} vs "
+                f"{jq_worker_cpu:.2f} CPU s per process): {n} of them need "
+                f"{n * min(worker_cpu, jq_worker_cpu) / cores:.2f} s of all {cores} cores "
+                "after their jobs run, whoever submits them"
             )
         if n == 1:
             check(o - f <= 0.6, f"P1 N=1: ours - floor {o - f:.2f} s <= 0.6 s")
