@@ -212,3 +212,14 @@ def test_images_default_to_the_charts_app_version(rendered: Rendered) -> None:
     scheduler_image = rendered.chart_values()["chart"]["image"]  # KubeClusterConfig.image
     assert scheduler_image.endswith(f"htcdaskgateway/scheduler:{tag}"), scheduler_image
     assert chart["version"] == chart["appVersion"]
+
+
+def test_the_default_traefik_is_the_version_the_rig_runs() -> None:
+    # The rig builds and tests pins/versions.env's TRAEFIK_VERSION; the
+    # chart's default must be that one, not an older release with known CVEs.
+    pins = (CHART.parents[1] / "pins" / "versions.env").read_text()
+    (pinned,) = re.findall(r"^TRAEFIK_VERSION=(\S+)$", pins, re.M)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    rig = yaml.safe_load((CHART.parent / "ci" / "rig-values.yaml").read_text())
+    assert values["proxy"]["image"]["tag"] == pinned
+    assert rig["proxy"]["image"]["tag"] == pinned
