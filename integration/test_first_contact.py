@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 import time
@@ -129,6 +130,10 @@ def test_the_usage_notebook_runs_in_a_real_kernel_and_is_pictured(tmp_path):
     errors = [o for outs in outputs.values() for o in outs if o.output_type == "error"]
     assert not errors, errors
     assert "HTCondor jobs:" in shown("cell-1", "text/html"), "no job table for the new cluster"
+    progress = shown("cell-wait", "text/plain")
+    assert "waiting for 5 workers" in progress, progress
+    # Fresh jobs are idle (their input is not spooled), never shown as held.
+    assert re.search(r"held [1-9]", progress) is None, progress
     assert "True" in shown("cell-4", "text/plain"), shown("cell-4", "text/plain")
     after = shown("cell-5", "text/html")
     assert "HTCondor jobs:</b> idle 0, running 5, held 0" in after, after
