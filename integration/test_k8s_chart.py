@@ -131,9 +131,11 @@ def test_helm_upgrade_rolls_the_pods_and_a_running_cluster_survives(new_cluster,
 
 def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_figure):
     release, namespace, web, tcp = "htc-life", "htc-life", 30280, 30986
+    password = os.environ["DASK_GATEWAY__AUTH__KWARGS__PASSWORD"]
     install = helm(
         "install", release, CHART, "--namespace", namespace, "--create-namespace",
         "--values", "/src/charts/ci/rig-values.yaml",
+        "--set-string", f"gateway.auth.simple.password={password}",
         "--set", f"proxy.service.ports.web.nodePort={web}", "--set", f"proxy.public.webPort={web}",
         "--set", f"proxy.service.ports.tcp.nodePort={tcp}", "--set", f"proxy.public.tcpPort={tcp}",
         "--wait", "--timeout", "5m",

@@ -14,7 +14,10 @@ the server does before it listens is done:
   (Backend.process_cluster_options, with ClusterConfig's cross-checks) and
   compared with what the chart must guarantee: no workers, the plugin
   preloaded, the chart's image;
-- the controller's config file is loaded by KubeController.initialize.
+- the controller's config file is loaded by NamespacedKubeController.initialize;
+- both watch the namespace the chart's RBAC allows, and their wrapped
+  Kubernetes clients turn cluster-wide lists into lists of that namespace
+  (checked against a recording stand-in for the Kubernetes API client).
 """
 
 from __future__ import annotations
@@ -37,6 +40,54 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+class RecordingKubeClient:
+    """Stands in for a kubernetes_asyncio API client: records each list call."""
+
+    api_client = object()
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        async def call(**kwargs: Any) -> None:
+            self.calls.append((name, kwargs))
+
+        return call
+
+
+def check_watch_namespace(name: str, component: Any, namespace: str) -> None:
+    """The component watches `namespace` ("" for all) through its wrapped clients."""
+    if component.watch_namespace != namespace:
+        fail(f"{name} watches {component.watch_namespace!r}, the chart's RBAC covers {namespace!r}")
+    core, custom = RecordingKubeClient(), RecordingKubeClient()
+    component.core_client, component.custom_client = core, custom
+
+    async def informer_lists() -> None:
+        await component.custom_client.list_cluster_custom_object(plural="daskclusters")
+        await component.core_client.list_pod_for_all_namespaces(label_selector="x")
+        await component.core_client.list_endpoints_for_all_namespaces(label_selector="x")
+        await component.core_client.read_namespaced_secret(name="s", namespace="ns")
+
+    asyncio.run(informer_lists())
+    calls = [(method, kwargs.get("namespace")) for method, kwargs in custom.calls + core.calls]
+    if namespace:
+        want = [
+            ("list_namespaced_custom_object", namespace),
+            ("list_namespaced_pod", namespace),
+            ("list_namespaced_endpoints", namespace),
+            ("read_namespaced_secret", "ns"),
+        ]
+    else:
+        want = [
+            ("list_cluster_custom_object", None),
+            ("list_pod_for_all_namespaces", None),
+            ("list_endpoints_for_all_namespaces", None),
+            ("read_namespaced_secret", "ns"),
+        ]
+    if calls != want:
+        fail(f"{name}'s Kubernetes calls came out as {calls}, expected {want}")
+
+
 def main() -> None:
     config_dir, env_file, expected_file = sys.argv[1:4]
     with open(env_file) as f:
@@ -53,8 +104,10 @@ def main() -> None:
         )
 
     from dask_gateway_server.app import DaskGateway
-    from dask_gateway_server.backends.kubernetes.controller import KubeController
     from dask_gateway_server.models import User
+
+    sys.path.insert(0, config_dir)
+    from namespaced_kube import NamespacedKubeController
 
     app = DaskGateway()
     app.initialize(["--config", os.path.join(config_dir, "dask_gateway_config.py")])
@@ -75,7 +128,7 @@ def main() -> None:
     if auth_class != expected["authenticator"]:
         fail(f"authenticator is {auth_class}, values ask for {expected['authenticator']}")
 
-    controller = KubeController()
+    controller = NamespacedKubeController()
     controller.initialize(["--config", os.path.join(config_dir, "kube_controller_config.py")])
     controller_traits = read_traits(controller)
     if controller.gateway_instance != app.backend.gateway_instance:
@@ -83,6 +136,9 @@ def main() -> None:
             f"controller instance {controller.gateway_instance!r} differs from the "
             f"gateway's {app.backend.gateway_instance!r}: it would ignore the gateway's clusters"
         )
+
+    for name, component in (("gateway backend", app.backend), ("controller", controller)):
+        check_watch_namespace(name, component, expected["watch_namespace"])
 
     summary = {
         "backend": type(app.backend).__name__,
@@ -92,6 +148,7 @@ def main() -> None:
         "scheduler_memory": config["scheduler_memory"],
         "image": config["image"],
         "namespace": config["namespace"],
+        "watch_namespace": controller.watch_namespace,
         "instance": controller.gateway_instance,
     }
     if auth_class == "JupyterHubAuthenticator":

@@ -55,7 +55,17 @@ VALUE_SETS = (
         ("dev-simple-nodeport.yaml",),
         secrets={"gateway.auth.simple.password": "simple_password"},
     ),
-    ValueSet("rig", ("../rig-values.yaml",)),
+    ValueSet(
+        "cluster-wide-rbac",
+        ("cluster-wide-rbac.yaml",),
+        pod_env={"HUB_SERVICE_HOST": "10.96.0.10", "HUB_SERVICE_PORT": "8081"},
+    ),
+    # integration/k8s/e2e.sh sets the rig's password at install.
+    ValueSet(
+        "rig",
+        ("../rig-values.yaml",),
+        secrets={"gateway.auth.simple.password": "simple_password"},
+    ),
     ValueSet("rig-hub", ("../rig-values.yaml", "../rig-hub-values.yaml")),
 )
 
@@ -123,9 +133,11 @@ def expected(vs: ValueSet, docs: list[dict[str, Any]]) -> dict[str, str]:
     values = merged_values(vs)
     (api,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == API]
     authenticators = {"jupyterhub": "JupyterHubAuthenticator", "simple": "SimpleAuthenticator"}
+    namespace = values["cluster"].get("namespace") or NAMESPACE
     return {
         "image": api["spec"]["template"]["spec"]["containers"][0]["image"],
-        "namespace": values["cluster"].get("namespace") or NAMESPACE,
+        "namespace": namespace,
+        "watch_namespace": "" if values["rbac"]["clusterWide"] else namespace,
         "authenticator": authenticators[values["gateway"]["auth"]["type"]],
     }
 

@@ -58,6 +58,7 @@ def test_unknown_address_says_how_to_find_it(notes_chart: Path) -> None:
 
 
 def test_simple_auth_warns(notes_chart: Path) -> None:
-    text = notes(notes_chart, "gateway.auth.type=simple", "proxy.public.host=h")
-    assert "WARNING" in text and "without a password" in text
+    sets = ["gateway.auth.type=simple", "gateway.auth.simple.password=p", "proxy.public.host=h"]
+    text = notes(notes_chart, *sets)
+    assert "WARNING" in text and "under any user name" in text
     assert "type: basic" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -119,6 +120,8 @@ def test_scheduler_pods_locked_down_too(rendered: Rendered) -> None:
     # The controller builds scheduler pods from these (merged into its own).
     pod = rendered.chart_values()["chart"]["schedulerPod"]
     assert pod["pod"]["securityContext"]["runAsNonRoot"] is True
+    # Schedulers run analysts' code and never call the Kubernetes API.
+    assert pod["pod"]["automountServiceAccountToken"] is False
     assert pod["container"]["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert pod["container"]["securityContext"]["readOnlyRootFilesystem"] is True
 
@@ -133,28 +136,86 @@ def test_deployments_roll_on_config_change(rendered: Rendered) -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", api["checksum/secret"])
 
 
-def test_rbac_names_what_the_controller_and_api_use(rendered: Rendered) -> None:
-    roles = {r["metadata"]["name"]: r["rules"] for r in rendered.of_kind("ClusterRole")}
-    controller = next(rules for name, rules in roles.items() if name.endswith("-controller"))
-    granted = {
-        (g, res, verb)
-        for rule in controller
-        for g in rule["apiGroups"]
-        for res in rule["resources"]
-        for verb in rule["verbs"]
-    }
-    for need in [
-        ("traefik.io", "ingressroutetcps", "create"),
-        ("gateway.dask.org", "daskclusters/status", "patch"),
-        ("", "pods", "create"),
-        ("", "secrets", "create"),
-    ]:
-        assert need in granted, need
-    bindings = rendered.of_kind("ClusterRoleBinding")
+RBAC_EXPECTED = Path(__file__).with_name("rbac_expected.yaml")
+RELEASE_NAMESPACE = "dask-gateway"  # charts/ci/render.py
+
+
+def granted(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Rules as rbac_expected.yaml writes them: "group/resource" -> sorted verbs."""
+    out: dict[str, set[str]] = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                key = f"{group}/{resource}" if group else resource
+                out.setdefault(key, set()).update(rule["verbs"])
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def expected_rbac(namespaces: dict[str, str]) -> dict[tuple[str, str], dict[str, list[str]]]:
+    """(account suffix, namespace) -> permissions, from rbac_expected.yaml."""
+    table = yaml.safe_load(RBAC_EXPECTED.read_text())
+    out: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for component, per_namespace in table.items():
+        for where, perms in per_namespace.items():
+            key = (f"-{component}", namespaces[where])
+            merged = out.setdefault(key, {})
+            for resource, verbs in perms.items():
+                merged[resource] = sorted(set(merged.get(resource, [])) | set(verbs))
+    return out
+
+
+def test_rbac_grants_exactly_what_each_component_uses(rendered: Rendered) -> None:
+    values = rendered.chart_values()
+    schedulers = values["chart"]["schedulerNamespace"]
+    want = expected_rbac({"release": RELEASE_NAMESPACE, "schedulers": schedulers})
     accounts = {sa["metadata"]["name"] for sa in rendered.of_kind("ServiceAccount")}
-    for b in bindings:
-        assert b["roleRef"]["name"] in roles
-        assert {s["name"] for s in b["subjects"]} <= accounts
+    cluster_wide = values["rbac"]["clusterWide"]
+    role_kind = "ClusterRole" if cluster_wide else "Role"
+    assert not rendered.of_kind("Role" if cluster_wide else "ClusterRole")
+    assert not rendered.of_kind("RoleBinding" if cluster_wide else "ClusterRoleBinding")
+    roles = {
+        (r["metadata"]["name"], r["metadata"].get("namespace")): r["rules"]
+        for r in rendered.of_kind(role_kind)
+    }
+    seen: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for binding in rendered.of_kind(role_kind + "Binding"):
+        namespace = binding["metadata"].get("namespace")
+        assert binding["roleRef"]["kind"] == role_kind
+        ((subject),) = binding["subjects"]
+        assert subject["name"] in accounts and subject["namespace"] == RELEASE_NAMESPACE
+        suffix = next(s for (s, _) in want if subject["name"].endswith(s))
+        perms = granted(roles[(binding["roleRef"]["name"], namespace)])
+        if cluster_wide:
+            # One ClusterRole serves every namespace the component works in.
+            for s, ns in want:
+                if s == suffix:
+                    seen[(s, ns)] = perms
+        else:
+            seen[(suffix, namespace)] = perms
+    if cluster_wide:
+        # Traefik's node reads, turned off only in namespaced mode.
+        for key in [k for k in seen if k[0] == "-proxy"]:
+            assert seen[key].pop("nodes") == ["list", "watch"]
+    assert seen == want
+
+
+def test_proxy_and_gateway_watch_what_their_roles_cover(rendered: Rendered) -> None:
+    values = rendered.chart_values()
+    chart = values["chart"]
+    (traefik,) = rendered.one("Deployment", "-proxy")["spec"]["template"]["spec"]["containers"]
+    flags = dict(a.split("=", 1) if "=" in a else (a, "") for a in traefik["args"])
+    if values["rbac"]["clusterWide"]:
+        assert chart["watchNamespace"] == ""
+        assert "--providers.kubernetescrd.namespaces" not in flags
+    else:
+        assert chart["watchNamespace"] == chart["schedulerNamespace"]
+        watched = set(flags["--providers.kubernetescrd.namespaces"].split(","))
+        assert watched == {RELEASE_NAMESPACE, chart["schedulerNamespace"]}
+        assert flags["--providers.kubernetescrd.disableClusterScopeResources"] == "true"
+    (controller,) = rendered.one("Deployment", "-controller")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert controller["args"][:2] == ["python", "/etc/dask-gateway/namespaced_kube.py"]
 
 
 def test_crds_ship_with_the_chart(rendered: Rendered) -> None:

@@ -25,6 +25,8 @@ CASES = [
     (["gateway.auth.jupyterhub.apiToken=0123456789abcdef0123"], "both apiToken and existingSecret"),
     (["proxy.service.ports.web.nodePort=30080"], "node ports apply only to type NodePort"),
     (["cluster.scheduler.cores.request=4"], "cores.request is larger than"),
+    (["gateway.auth.type=simple"], "gateway.auth.simple.password is not set"),
+    (["rbac.clusterWide=yes"], "rbac.clusterWide"),
 ]
 
 

@@ -30,7 +30,7 @@ export HUB_BIND_IP=$RIG_HOST_IP
 TESTS=${E2E_K8S_TESTS:-integration/test_skeleton.py integration/test_scaling.py \
   integration/test_parity.py integration/test_lifecycle.py integration/test_wait_for_workers.py \
   integration/test_tls_refusal.py integration/test_multitenant.py integration/test_k8s_chart.py \
-  integration/test_k8s_faults.py}
+  integration/test_k8s_faults.py integration/test_k8s_security.py}
 
 "$rig" up || die "the rig did not come up"
 t_rig=$SECONDS
@@ -41,12 +41,27 @@ log "pool and hub (outside the cluster)"
 docker compose up -d --wait --force-recreate hub || die "the hub did not start"
 docker compose up -d --wait pool || die "the pool did not start"
 
+# The simple-auth release's shared password: fresh each run, handed to the
+# tests through the environment (never a file in the clone).
+DASK_GATEWAY__AUTH__KWARGS__PASSWORD=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+export DASK_GATEWAY__AUTH__KWARGS__PASSWORD
+
+# Every release's namespace enforces the Pod Security "restricted" profile:
+# the chart's pods and every scheduler pod must pass it to start.
+restricted_namespace() {
+  "$rig" kubectl create namespace "$1" --dry-run=client -o yaml | "$rig" kubectl apply -f - >/dev/null
+  "$rig" kubectl label --overwrite namespace "$1" \
+    pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest >/dev/null
+}
+
 install_release() {  # install_release RELEASE NAMESPACE [VALUES...]
   local release=$1 namespace=$2; shift 2
   local values=(--values charts/ci/rig-values.yaml)
   for v in "$@"; do values+=(--values "$v"); done
+  restricted_namespace "$namespace" || return 1
   "$rig" helm upgrade --install "$release" charts/htcdaskgateway --namespace "$namespace" \
-    --create-namespace "${values[@]}" --wait --timeout 5m >/dev/null \
+    "${values[@]}" --set-string gateway.auth.simple.password="$DASK_GATEWAY__AUTH__KWARGS__PASSWORD" \
+    --wait --timeout 5m >/dev/null \
     || { "$rig" kubectl -n "$namespace" get pods -o wide; return 1; }
   "$rig" helm test "$release" --namespace "$namespace" --logs | tail -n 3 \
     || { "$rig" kubectl -n "$namespace" logs deploy/"$release"-htcdaskgateway-proxy --tail 30; return 1; }
@@ -55,7 +70,7 @@ install_release() {  # install_release RELEASE NAMESPACE [VALUES...]
 log "helm install htc (simple auth)"
 install_release htc dask-gateway || die "release htc failed"
 log "helm install htc-hub (JupyterHub auth)"
-"$rig" kubectl create namespace dask-gateway-hub --dry-run=client -o yaml | "$rig" kubectl apply -f - >/dev/null
+restricted_namespace dask-gateway-hub || die "namespace dask-gateway-hub"
 token=$(docker compose exec -T hub cat /run/htcdaskgateway/hub-tokens/dask-gateway) || die "no hub token"
 "$rig" kubectl -n dask-gateway-hub create secret generic hub-service-token \
   --from-literal=api-token="$token" --dry-run=client -o yaml | "$rig" kubectl apply -f - >/dev/null
@@ -75,7 +90,7 @@ install -m 0600 -o 1000 -g 1000 "$STATE/admin.conf" "$STATE/analyst.conf"
 ANALYST_RUN_ARGS="-v $bin/kubectl:/usr/local/bin/kubectl:ro -v $bin/helm:/usr/local/bin/helm:ro
   -v $STATE/analyst.conf:/run/htcdaskgateway/kubeconfig:ro
   -e KUBECONFIG=/run/htcdaskgateway/kubeconfig -e HELM_CACHE_HOME=/tmp/helm -e HELM_CONFIG_HOME=/tmp/helm
-  -e E2E_TARGET=k8s
+  -e E2E_TARGET=k8s -e DASK_GATEWAY__AUTH__KWARGS__PASSWORD
   -e DASK_GATEWAY__ADDRESS=http://$RIG_NODE_IP:30080 -e DASK_GATEWAY__PROXY_ADDRESS=tls://$RIG_NODE_IP:30786
   -e HUB_GATEWAY_ADDRESS=http://$RIG_NODE_IP:30180 -e HUB_GATEWAY_PROXY_ADDRESS=tls://$RIG_NODE_IP:30886
   -e DASK_GATEWAY__HTCONDOR__WORKER__HOST=$RIG_HOST_IP"

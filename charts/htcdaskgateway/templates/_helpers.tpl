@@ -123,6 +123,9 @@ names the keys to set.
 {{- fail "gateway.auth.jupyterhub: both apiToken and existingSecret.name are set; keep one (set existingSecret.name to \"\" to use apiToken)" -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq $auth.type "simple") (not ($auth.simple | default dict).password) -}}
+{{- fail "gateway.auth.type is simple but gateway.auth.simple.password is not set: without one anybody reaching the gateway may act as any user. Set it (helm --set-string gateway.auth.simple.password=...; the chart keeps it in its Secret) or use gateway.auth.type jupyterhub" -}}
+{{- end -}}
 {{- if ne .Values.proxy.service.type "NodePort" -}}
 {{- range $name, $p := .Values.proxy.service.ports -}}
 {{- if $p.nodePort -}}
@@ -155,4 +158,73 @@ gateway:
 {{/* Cluster-scoped objects (ClusterRoles) carry the namespace: releases of the same name may live in several namespaces. */}}
 {{- define "htcdg.clusterScopedName" -}}
 {{- printf "%s-%s" .root.Release.Namespace (include "htcdg.componentName" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+A component's RBAC: by default a Role and RoleBinding in each namespace it
+works in; with rbac.clusterWide one ClusterRole and ClusterRoleBinding.
+Called with (dict "root" $ "component" NAME "account" SA "namespaces" LIST
+"rules" YAML).
+*/}}
+{{- define "htcdg.rbac" -}}
+{{- $root := .root -}}
+{{- $subject := dict "kind" "ServiceAccount" "name" .account "namespace" $root.Release.Namespace -}}
+{{- if $root.Values.rbac.clusterWide }}
+{{- $name := include "htcdg.clusterScopedName" (dict "root" $root "component" .component) }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "htcdg.labels" $root | nindent 4 }}
+rules:
+  {{- .rules | nindent 2 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "htcdg.labels" $root | nindent 4 }}
+subjects:
+  - {{ toJson $subject }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ $name }}
+{{- else }}
+{{- $name := include "htcdg.componentName" (dict "root" $root "component" .component) }}
+{{- range $namespace := .namespaces | uniq }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ $name }}
+  namespace: {{ $namespace }}
+  labels:
+    {{- include "htcdg.labels" $root | nindent 4 }}
+rules:
+  {{- $.rules | nindent 2 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ $name }}
+  namespace: {{ $namespace }}
+  labels:
+    {{- include "htcdg.labels" $root | nindent 4 }}
+subjects:
+  - {{ toJson $subject }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ $name }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The namespace the API and controller watch: "" (all) with rbac.clusterWide. */}}
+{{- define "htcdg.watchNamespace" -}}
+{{- if not .Values.rbac.clusterWide }}{{ include "htcdg.schedulerNamespace" . }}{{ end -}}
 {{- end -}}

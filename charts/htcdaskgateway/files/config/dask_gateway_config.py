@@ -13,7 +13,10 @@ values = load()
 
 c.DaskGateway.log_level = get(values, "gateway.logLevel")
 c.DaskGateway.address = ":8000"
-c.DaskGateway.backend_class = "dask_gateway_server.backends.kubernetes.KubeBackend"
+# Upstream's KubeBackend, watching only the schedulers' namespace unless the
+# chart grants cluster-wide RBAC (namespaced_kube.py says why it is needed).
+c.DaskGateway.backend_class = "namespaced_kube.NamespacedKubeBackend"
+c.NamespacedKubeBackend.watch_namespace = get(values, "chart.watchNamespace")
 c.KubeBackend.gateway_instance = get(values, "chart.instance")
 # Schedulers report to the API at its in-cluster Service.
 c.KubeBackend.api_url = get(values, "chart.apiUrl")

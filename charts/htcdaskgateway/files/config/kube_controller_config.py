@@ -15,6 +15,8 @@ c.KubeController.log_level = get(values, "controller.logLevel")
 c.KubeController.address = ":8000"
 c.KubeController.api_url = get(values, "chart.apiUrl")
 c.KubeController.gateway_instance = get(values, "chart.instance")
+# Run as namespaced_kube.NamespacedKubeController (the Deployment's command).
+c.NamespacedKubeController.watch_namespace = get(values, "chart.watchNamespace")
 c.KubeController.proxy_web_entrypoint = "web"
 c.KubeController.proxy_tcp_entrypoint = "tcp"
 c.KubeController.proxy_web_middlewares = [

@@ -1,0 +1,153 @@
+"""The chart's security on the Kubernetes rig (E2E_TARGET=k8s).
+
+What each ServiceAccount may do, as the API server answers for it (not as
+the templates say): exactly charts/tests/rbac_expected.yaml in its
+namespace, nothing elsewhere, no cluster-scoped write. And the release
+namespaces enforce the Pod Security "restricted" profile, under which the
+chart's pods and a scheduler pod run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import kube_items, kubectl
+
+RELEASES = {"htc": "dask-gateway", "htc-hub": "dask-gateway-hub"}
+EXPECTED = Path("/src/charts/tests/rbac_expected.yaml")
+# Namespaces no account of the chart may touch.
+ELSEWHERE = ("default", "kube-system")
+# Cluster-scoped writes and cross-namespace reads: all must be refused.
+FORBIDDEN = [
+    ("list", "secrets", "--all-namespaces"),
+    ("get", "secrets", "--namespace=kube-system"),
+    ("list", "pods", "--all-namespaces"),
+    ("list", "nodes", ""),
+    ("create", "namespaces", ""),
+    ("create", "clusterroles", ""),
+    ("create", "clusterrolebindings", ""),
+    ("patch", "customresourcedefinitions", ""),
+    ("delete", "persistentvolumes", ""),
+    ("create", "pods", "--namespace=default"),
+]
+
+
+def account(release: str, component: str) -> str:
+    return f"system:serviceaccount:{RELEASES[release]}:{release}-htcdaskgateway-{component}"
+
+
+def rules_of(user: str, namespace: str) -> dict[str, set[str]]:
+    """What the API server says `user` may do in `namespace` ("group/resource" -> verbs)."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace},
+    }
+    result = subprocess.run(
+        ["kubectl", "create", f"--as={user}", "--output=json", "--filename=-"],
+        input=json.dumps(review),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)["status"]
+    assert not status.get("incomplete"), status.get("evaluationError")
+    rules: dict[str, set[str]] = {}
+    for rule in status["resourceRules"]:
+        assert not rule.get("resourceNames"), rule
+        for group in rule.get("apiGroups", []):
+            for resource in rule["resources"]:
+                key = f"{group}/{resource}" if group else resource
+                rules.setdefault(key, set()).update(rule["verbs"])
+    return rules
+
+
+def beyond(rules: dict[str, set[str]], baseline: dict[str, set[str]]) -> dict[str, list[str]]:
+    """`rules` less what every account holds (discovery, self-reviews)."""
+    out = {k: sorted(v - baseline.get(k, set())) for k, v in rules.items()}
+    return {k: v for k, v in out.items() if v}
+
+
+def expected_for(component: str) -> dict[str, list[str]]:
+    table = yaml.safe_load(EXPECTED.read_text())[component]
+    # The rig's releases keep their schedulers in the release's namespace.
+    merged: dict[str, set[str]] = {}
+    for perms in table.values():
+        for resource, verbs in perms.items():
+            merged.setdefault(resource, set()).update(verbs)
+    return {k: sorted(v) for k, v in merged.items()}
+
+
+@pytest.mark.parametrize("release", sorted(RELEASES))
+@pytest.mark.parametrize("component", ["api", "controller", "proxy"])
+def test_each_account_holds_exactly_its_listed_permissions(release, component):
+    namespace = RELEASES[release]
+    # An account bound to nothing: what everyone may do anyway.
+    baseline = rules_of(f"system:serviceaccount:{namespace}:default", namespace)
+    user = account(release, component)
+    assert beyond(rules_of(user, namespace), baseline) == expected_for(component)
+    for elsewhere in ELSEWHERE:
+        other = rules_of(f"system:serviceaccount:{namespace}:default", elsewhere)
+        assert beyond(rules_of(user, elsewhere), other) == {}, elsewhere
+
+
+@pytest.mark.parametrize("component", ["api", "controller", "proxy"])
+def test_no_account_reads_other_namespaces_or_writes_cluster_objects(component):
+    user = account("htc", component)
+    allowed = []
+    for verb, resource, scope in FORBIDDEN:
+        args = ["kubectl", "auth", "can-i", verb, resource, f"--as={user}"]
+        result = subprocess.run(
+            args + ([scope] if scope else []), capture_output=True, text=True, timeout=60
+        )
+        # can-i prints yes/no; its exit status is 0 only for yes.
+        if result.stdout.strip() != "no" or result.returncode == 0:
+            allowed.append(f"{verb} {resource} {scope}".strip())
+    assert allowed == []
+
+
+def test_release_namespaces_enforce_the_restricted_profile():
+    for namespace in RELEASES.values():
+        labels = json.loads(kubectl("get", "namespace", namespace, "--output=json"))["metadata"][
+            "labels"
+        ]
+        assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", namespace
+        # The chart's pods were admitted under it and run.
+        pods = kube_items("pods", namespace, "app.kubernetes.io/name=htcdaskgateway")
+        running = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in pods
+                   if p["status"]["phase"] == "Running"}  # fmt: skip
+        assert {"api", "controller", "proxy"} <= running, namespace
+    # Enforcement is live: a pod that breaks the profile is refused.
+    refused = subprocess.run(
+        ["kubectl", "run", "root-probe", "--namespace=dask-gateway", "--image=busybox",
+         "--dry-run=server", "--overrides",
+         json.dumps({"spec": {"containers": [{"name": "root-probe", "image": "busybox",
+                                              "securityContext": {"privileged": True}}]}})],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "violates PodSecurity" in refused.stderr, refused.stderr
+
+
+def test_a_scheduler_pod_runs_restricted_without_an_api_token(new_cluster):
+    cluster = new_cluster()
+    cluster.scale(1)
+    cluster.wait_for_workers(1, timeout=120)
+    namespace, cluster_id = cluster.name.split(".", 1)
+    (pod,) = kube_items("pods", namespace, f"gateway.dask.org/cluster={cluster_id}")
+    assert pod["status"]["phase"] == "Running"
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    mounts = [m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])]
+    assert not [m for m in mounts if "serviceaccount" in m], mounts
+    (container,) = spec["containers"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert cluster.get_client().submit(sum, range(10)).result() == 45
