@@ -8,7 +8,9 @@ may remain.
 
 from __future__ import annotations
 
+import base64
 import os
+import ssl
 import time
 import urllib.request
 from urllib.parse import urlsplit
@@ -30,9 +32,19 @@ RELEASES = {"htc": "dask-gateway", "htc-hub": "dask-gateway-hub"}
 NODE_IP = urlsplit(os.environ.get("DASK_GATEWAY__ADDRESS", "")).hostname or ""
 
 
-def answers(url: str) -> bool:
+def api_ca(release: str, namespace: str) -> str:
+    """The CA of the release's own HTTPS certificate (its Secret's ca.crt)."""
+    encoded = kubectl(
+        "get", "secret", f"{release}-htcdaskgateway-https", "--namespace", namespace,
+        "--output", "jsonpath={.data.ca\\.crt}",
+    )  # fmt: skip
+    return base64.b64decode(encoded).decode()
+
+
+def answers(url: str, ca: str) -> bool:
+    context = ssl.create_default_context(cadata=ca)
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
             return response.status == 200
     except OSError:
         return False
@@ -144,10 +156,14 @@ def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_fig
     try:
         # helm's --wait sees the pods ready; Traefik loads the API's route
         # from the Kubernetes API a moment later.
-        health = f"http://{NODE_IP}:{web}/api/health"
-        wait_for(lambda: answers(health), f"{health} to answer", 60, interval=1)
+        # The chart made this release its own CA and certificate.
+        ca = api_ca(release, namespace)
+        health = f"https://{NODE_IP}:{web}/api/health"
+        wait_for(lambda: answers(health, ca), f"{health} to answer", 60, interval=1)
         gateway = HTCGateway(
-            address=f"http://{NODE_IP}:{web}", proxy_address=f"tls://{NODE_IP}:{tcp}"
+            address=f"https://{NODE_IP}:{web}",
+            proxy_address=f"tls://{NODE_IP}:{tcp}",
+            htcondor={"api-ca": ca},
         )
         cluster = gateway.new_cluster(htcondor={"worker": {"death-timeout": 10}})
         cluster.scale(1)

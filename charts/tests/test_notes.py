@@ -44,7 +44,7 @@ def test_public_address_and_dask_config(notes_chart: Path) -> None:
     assert "tls://gw.example.org:8786" in text
     assert "proxy-address: tls://gw.example.org:8786" in text
     assert "scheduler-address: tls://gw.example.org:8786" in text
-    assert "address: http://gw.example.org:80" in text
+    assert "address: https://gw.example.org:443" in text
     assert "helm test --namespace jhub gw" in text
 
 
@@ -62,3 +62,19 @@ def test_simple_auth_warns(notes_chart: Path) -> None:
     text = notes(notes_chart, *sets)
     assert "WARNING" in text and "under any user name" in text
     assert "type: basic" in text
+
+
+def test_https_address_and_the_chart_ca(notes_chart: Path) -> None:
+    text = notes(notes_chart, "proxy.public.host=gw.example.org")
+    assert "API and dashboards:        https://gw.example.org:443" in text
+    assert "address: https://gw.example.org:443" in text
+    # The CA twice: in the client config (api-ca) and for curl/browsers.
+    assert text.count("-----BEGIN CERTIFICATE-----") == 2
+    assert "PRIVATE KEY" not in text
+
+
+def test_plain_http_only_when_asked_and_then_warned(notes_chart: Path) -> None:
+    text = notes(notes_chart, "proxy.public.host=gw.example.org", "proxy.https.enabled=false")
+    assert "address: http://gw.example.org:443" in text
+    assert "WARNING: proxy.https.enabled is false" in text
+    assert "BEGIN CERTIFICATE" not in text

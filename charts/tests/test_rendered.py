@@ -65,7 +65,8 @@ def test_public_address_reaches_the_analysts(rendered: Rendered) -> None:
     # One identity for the release's jobs, whichever address a client uses.
     namespace, _, release = config["htcondor"]["gateway-id"].partition("/")
     assert namespace and release
-    assert config["address"].startswith(f"http://{host}:")
+    scheme = "https" if rendered.chart_values()["proxy"]["https"]["enabled"] else "http"
+    assert config["address"].startswith(f"{scheme}://{host}:")
     if public["tcpPort"]:
         assert config["proxy-address"] == f"tls://{host}:{public['tcpPort']}"
 
@@ -94,7 +95,7 @@ def test_inline_secrets_reach_the_gateway_through_a_secret(rendered: Rendered) -
         if secret:
             assert ref["name"] == secret
         else:
-            (own,) = rendered.of_kind("Secret")
+            own = rendered.one("Secret", "-secret")
             assert ref == {"name": own["metadata"]["name"], "key": "jupyterhub-api-token"}
 
 
@@ -224,7 +225,9 @@ def test_crds_ship_with_the_chart(rendered: Rendered) -> None:
     for doc in rendered.docs:
         group = doc["apiVersion"].split("/")[0]
         if group in {"traefik.io", "gateway.dask.org"}:
-            plural = {"IngressRoute": "ingressroutes", "Middleware": "middlewares"}[doc["kind"]]
+            plural = {
+                "IngressRoute": "ingressroutes", "Middleware": "middlewares", "TLSStore": "tlsstores"
+            }[doc["kind"]]
             assert f"{plural}.{group}" in crds
 
 
@@ -284,3 +287,45 @@ def test_the_default_traefik_is_the_version_the_rig_runs() -> None:
     rig = yaml.safe_load((CHART.parent / "ci" / "rig-values.yaml").read_text())
     assert values["proxy"]["image"]["tag"] == pinned
     assert rig["proxy"]["image"]["tag"] == pinned
+
+
+def test_https_on_the_web_port_unless_turned_off(rendered: Rendered) -> None:
+    values = rendered.chart_values()
+    https = values["proxy"]["https"]
+    (traefik,) = rendered.one("Deployment", "-proxy")["spec"]["template"]["spec"]["containers"]
+    client = [cm for cm in rendered.of_kind("ConfigMap") if cm["metadata"]["name"].endswith(
+        "-client-config")]  # fmt: skip
+    client_config = yaml.safe_load(client[0]["data"]["htcdaskgateway.yaml"]) if client else None
+    for cm in rendered.of_kind("ConfigMap"):
+        assert "PRIVATE KEY" not in yaml.safe_dump(cm), cm["metadata"]["name"]
+    if not https["enabled"]:
+        assert "--entrypoints.web.http.tls=true" not in traefik["args"]
+        assert not rendered.of_kind("TLSStore")
+        if client_config:
+            assert client_config["gateway"]["address"].startswith("http://")
+        return
+    assert "--entrypoints.web.http.tls=true" in traefik["args"]
+    (store,) = rendered.of_kind("TLSStore")
+    assert store["metadata"]["name"] == "default"
+    secret_name = store["spec"]["defaultCertificate"]["secretName"]
+    htcondor = client_config["gateway"]["htcondor"] if client_config else {}
+    if client_config:
+        assert client_config["gateway"]["address"].startswith("https://")
+    if https.get("existingSecret"):
+        assert secret_name == https["existingSecret"]
+        assert not [s for s in rendered.of_kind("Secret") if s["metadata"]["name"] == secret_name]
+        assert "api-ca" not in htcondor or htcondor["api-ca"] == https["caCertificate"]
+        return
+    secret = rendered.one("Secret", "-https")
+    assert secret["metadata"]["name"] == secret_name
+    assert secret["type"] == "kubernetes.io/tls"
+    pem = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert set(pem) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+    for key in ("ca.crt", "tls.crt"):
+        assert pem[key].startswith("-----BEGIN CERTIFICATE-----"), key
+    assert pem["ca.crt"] != pem["tls.crt"]
+    host = values["proxy"]["public"]["host"]
+    assert secret["metadata"]["annotations"]["htcdaskgateway.dask.org/certificate-host"] == host
+    if client_config:
+        # The analysts' config carries the same CA the Secret holds.
+        assert htcondor["api-ca"].strip() == pem["ca.crt"].strip()

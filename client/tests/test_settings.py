@@ -99,3 +99,33 @@ def test_a_key_set_by_environment_variable_can_be_overridden(monkeypatch):
     finally:
         monkeypatch.delenv("DASK_GATEWAY__HTCONDOR__SCHEDD_CONSTRAINT")
         dask.config.refresh()
+
+
+def test_api_ca_is_pem_inline_or_from_a_file(tmp_path):
+    from .conftest import make_credentials
+
+    cert, _ = make_credentials()
+    assert HTCondorSettings.from_config({"api-ca": cert}).api_ca == cert
+    path = tmp_path / "ca.pem"
+    path.write_text(cert)
+    assert HTCondorSettings.from_config({"api-ca": str(path)}).api_ca == cert
+    assert HTCondorSettings.from_config().api_ca is None
+    for bad in (str(tmp_path / "missing.pem"), "-----BEGIN PRIVATE KEY-----\n..."):
+        with pytest.raises(SettingError, match="gateway.htcondor.api-ca"):
+            HTCondorSettings.from_config({"api-ca": bad})
+
+
+def test_api_ca_reaches_the_gateways_requests():
+    import ssl
+
+    from htcdaskgateway import HTCGateway
+
+    from .conftest import make_credentials
+
+    cert, _ = make_credentials()
+    with HTCGateway(address="https://gateway.invalid", htcondor={"api-ca": cert}) as gateway:
+        context = gateway._request_kwargs["ssl"]
+        assert isinstance(context, ssl.SSLContext)
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        # Only this certificate: the system's store is not loaded beside it.
+        assert context.cert_store_stats()["x509"] == 1

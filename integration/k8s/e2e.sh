@@ -76,6 +76,15 @@ token=$(docker compose exec -T hub cat /run/htcdaskgateway/hub-tokens/dask-gatew
   --from-literal=api-token="$token" --dry-run=client -o yaml | "$rig" kubectl apply -f - >/dev/null
 unset token
 install_release htc-hub dask-gateway-hub charts/ci/rig-hub-values.yaml || die "release htc-hub failed"
+# Both releases made their own CA for the API's HTTPS certificate: the
+# analysts' clients trust the two (one PEM bundle, as a facility's dask
+# config would carry it).
+api_ca=$STATE/api-ca.pem
+for ns_release in dask-gateway/htc dask-gateway-hub/htc-hub; do
+  "$rig" kubectl -n "${ns_release%/*}" get secret "${ns_release#*/}-htcdaskgateway-https" \
+    -o jsonpath='{.data.ca\.crt}' | base64 -d || die "no HTTPS CA for ${ns_release#*/}"
+done >"$api_ca"
+chmod 0644 "$api_ca"
 t_install=$SECONDS
 log "rig up in ${t_rig}s; both releases installed and tested after ${t_install}s"
 "$rig" kubectl get nodes -o wide
@@ -91,8 +100,9 @@ ANALYST_RUN_ARGS="-v $bin/kubectl:/usr/local/bin/kubectl:ro -v $bin/helm:/usr/lo
   -v $STATE/analyst.conf:/run/htcdaskgateway/kubeconfig:ro
   -e KUBECONFIG=/run/htcdaskgateway/kubeconfig -e HELM_CACHE_HOME=/tmp/helm -e HELM_CONFIG_HOME=/tmp/helm
   -e E2E_TARGET=k8s -e DASK_GATEWAY__AUTH__KWARGS__PASSWORD
-  -e DASK_GATEWAY__ADDRESS=http://$RIG_NODE_IP:30080 -e DASK_GATEWAY__PROXY_ADDRESS=tls://$RIG_NODE_IP:30786
-  -e HUB_GATEWAY_ADDRESS=http://$RIG_NODE_IP:30180 -e HUB_GATEWAY_PROXY_ADDRESS=tls://$RIG_NODE_IP:30886
+  -v $api_ca:/run/htcdaskgateway/api-ca.pem:ro -e DASK_GATEWAY__HTCONDOR__API_CA=/run/htcdaskgateway/api-ca.pem
+  -e DASK_GATEWAY__ADDRESS=https://$RIG_NODE_IP:30080 -e DASK_GATEWAY__PROXY_ADDRESS=tls://$RIG_NODE_IP:30786
+  -e HUB_GATEWAY_ADDRESS=https://$RIG_NODE_IP:30180 -e HUB_GATEWAY_PROXY_ADDRESS=tls://$RIG_NODE_IP:30886
   -e DASK_GATEWAY__HTCONDOR__WORKER__HOST=$RIG_HOST_IP"
 export ANALYST_RUN_ARGS
 rc=0

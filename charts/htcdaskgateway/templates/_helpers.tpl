@@ -142,8 +142,9 @@ names the keys to set.
 {{- define "htcdg.clientConfig" -}}
 {{- $web := include "htcdg.publicEndpoint" (dict "root" . "port" "web") -}}
 {{- $tcp := include "htcdg.publicEndpoint" (dict "root" . "port" "tcp") -}}
+{{- $ca := include "htcdg.apiCa" . -}}
 gateway:
-  address: http://{{ $web }}
+  address: {{ include "htcdg.webScheme" . }}://{{ $web }}
   proxy-address: tls://{{ $tcp }}
   auth:
     type: {{ eq .Values.gateway.auth.type "jupyterhub" | ternary "jupyterhub" "basic" }}
@@ -153,6 +154,11 @@ gateway:
     # The name this gateway's jobs carry, whatever address a client uses:
     # `htcdaskgateway cleanup` judges only jobs with it.
     gateway-id: {{ .Release.Namespace }}/{{ .Release.Name }}
+    {{- if $ca }}
+    # The CA of the API's HTTPS certificate (the chart made it).
+    api-ca: |
+      {{- $ca | trim | nindent 6 }}
+    {{- end }}
 {{- end -}}
 
 {{/* Cluster-scoped objects (ClusterRoles) carry the namespace: releases of the same name may live in several namespaces. */}}
@@ -228,3 +234,70 @@ roleRef:
 {{- define "htcdg.watchNamespace" -}}
 {{- if not .Values.rbac.clusterWide }}{{ include "htcdg.schedulerNamespace" . }}{{ end -}}
 {{- end -}}
+
+{{/* The Secret (kubernetes.io/tls) holding the API's certificate: the operator's or the chart's. */}}
+{{- define "htcdg.httpsSecretName" -}}
+{{- .Values.proxy.https.existingSecret | default (include "htcdg.componentName" (dict "root" . "component" "https")) -}}
+{{- end -}}
+
+{{/*
+The chart's own HTTPS certificate when the operator names none: a CA and a
+certificate it signs for proxy.public.host and the proxy Service's names.
+Made once per release and then read back from its Secret, so upgrades keep
+it (and analysts' copies of the CA stay valid). Computed once per render
+and kept in .Values._generatedHttps (the ConfigMap of values omits it):
+the Secret, NOTES and the client config must show the same CA.
+Returns YAML: ca.crt, ca.key, tls.crt, tls.key (PEM) and host (the name
+the certificate was made for, an annotation of the Secret: a new
+proxy.public.host gets a new certificate from the same CA); empty with
+existingSecret or with HTTPS off.
+*/}}
+{{- define "htcdg.generatedHttps" -}}
+{{- if and .Values.proxy.https.enabled (not .Values.proxy.https.existingSecret) -}}
+{{- if not (hasKey .Values "_generatedHttps") -}}
+{{- $name := include "htcdg.httpsSecretName" . -}}
+{{- $svc := include "htcdg.proxyName" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $host := .Values.proxy.public.host -}}
+{{- $found := lookup "v1" "Secret" $ns $name -}}
+{{- $data := $found.data | default dict -}}
+{{- $ca := dict -}}
+{{- if and (hasKey $data "ca.crt") (hasKey $data "ca.key") -}}
+{{- $ca = buildCustomCert (index $data "ca.crt") (index $data "ca.key") -}}
+{{- else -}}
+{{- $ca = genCA (printf "htcdaskgateway %s/%s CA" $ns .Release.Name) 3650 -}}
+{{- end -}}
+{{- $pem := dict "ca.crt" $ca.Cert "ca.key" $ca.Key "host" $host -}}
+{{- $oldHost := index ($found.metadata | default dict) "annotations" | default dict -}}
+{{- if and (hasKey $data "tls.key") (eq (index $oldHost "htcdaskgateway.dask.org/certificate-host" | default "") $host) -}}
+{{- $_ := set $pem "tls.crt" (index $data "tls.crt" | b64dec) -}}
+{{- $_ := set $pem "tls.key" (index $data "tls.key" | b64dec) -}}
+{{- else -}}
+{{- /* New, or proxy.public.host changed: a certificate for the current names, same CA. */ -}}
+{{- $dns := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- $ips := list -}}
+{{- if $host -}}
+{{- if regexMatch "^[0-9.]+$|:" $host -}}{{- $ips = append $ips $host -}}{{- else -}}{{- $dns = append $dns $host -}}{{- end -}}
+{{- end -}}
+{{- $cert := genSignedCert ($host | default $svc) $ips $dns 825 $ca -}}
+{{- $_ := set $pem "tls.crt" $cert.Cert -}}
+{{- $_ := set $pem "tls.key" $cert.Key -}}
+{{- end -}}
+{{- $_ := set .Values "_generatedHttps" $pem -}}
+{{- end -}}
+{{- toYaml .Values._generatedHttps -}}
+{{- end -}}
+{{- end -}}
+
+{{/* PEM of the CA analysts' clients must trust for the API; empty: the system's trust store will do. */}}
+{{- define "htcdg.apiCa" -}}
+{{- if .Values.proxy.https.enabled -}}
+{{- if .Values.proxy.https.existingSecret -}}
+{{- .Values.proxy.https.caCertificate | default "" -}}
+{{- else -}}
+{{- index (include "htcdg.generatedHttps" . | fromYaml) "ca.crt" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "htcdg.webScheme" -}}{{ .Values.proxy.https.enabled | ternary "https" "http" }}{{- end -}}

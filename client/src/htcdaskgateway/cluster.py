@@ -28,7 +28,7 @@ from dask_gateway import Gateway, GatewayCluster, GatewayClusterError
 from dask_gateway.client import ClusterStatus
 
 from . import view
-from .compat import ClosingOnceGateway
+from .compat import ClosingOnceGateway, trust_api_ca
 from .credentials_job import CredentialsJob
 from .errors import HTCondorError, SettingError
 from .jobs import FAILURES_BEFORE_PAUSE, JobId, JobSelector, JobTracker, WorkerJob
@@ -92,6 +92,8 @@ class HTCGatewayCluster(GatewayCluster):
         # close once and explain refusals before the first request.
         if type(self.gateway) is Gateway:
             self.gateway.__class__ = ClosingOnceGateway
+        if self.htcondor_settings.api_ca:
+            trust_api_ca(self.gateway, self.htcondor_settings.api_ca)
         return await super()._start_internal()
 
     def _prepare(self, htcondor: Mapping[str, Any] | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -21,6 +22,18 @@ logger = logging.getLogger(__name__)
 # happened.
 READ_RETRY_SECONDS = 30.0
 _PASSING_STATUS = {502, 503, 504}
+
+
+def trust_api_ca(gateway: Gateway, pem: str) -> None:
+    """Make ``gateway``'s HTTPS requests to its API trust the CA in ``pem``.
+
+    ``dask_gateway.Gateway`` has no setting for the API's CA: it sends every
+    request with the aiohttp keyword arguments in ``_request_kwargs`` (its
+    HTTP proxy), so that is where the SSL context goes. The only place this
+    package sets it.
+    """
+    context = ssl.create_default_context(cadata=pem)
+    gateway._request_kwargs["ssl"] = context
 
 
 class ClosingOnceGateway(Gateway):

@@ -13,7 +13,7 @@ import dask.config
 from dask_gateway.client import ClusterReport
 
 from .cluster import HTCGatewayCluster, gateway_id
-from .compat import ClosingOnceGateway
+from .compat import ClosingOnceGateway, trust_api_ca
 from .jobs import JobSelector, WorkerJob, count_by_status
 from .reconciler import ScaleTarget
 from .schedd_pool import ScheddPool
@@ -44,6 +44,8 @@ class HTCGateway(ClosingOnceGateway):
         )  # fmt: skip
         self._adapting: dict[str, HTCGatewayCluster] = {}
         super().__init__(*args, **kwargs)
+        if settings.api_ca:
+            trust_api_ca(self, settings.api_ca)
         _unclosed.add(self)
 
     async def _jobs_selector(self, cluster_name: str | None = None) -> JobSelector:

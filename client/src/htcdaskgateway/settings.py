@@ -14,6 +14,7 @@ import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dask.config
@@ -65,6 +66,7 @@ class HTCondorSettings:
     schedd_timeout: float
     max_jobs: int
     gateway_id: str | None
+    api_ca: str | None  # PEM
     worker: WorkerSettings
     submit: SubmitSettings
 
@@ -97,6 +99,7 @@ class HTCondorSettings:
             schedd_timeout=_positive_number(raw["schedd-timeout"], "schedd-timeout"),
             max_jobs=_positive_int(raw["max-jobs"], "max-jobs"),
             gateway_id=_optional_str(raw["gateway-id"], "gateway-id"),
+            api_ca=_pem_certificates(raw["api-ca"], "api-ca"),
             worker=WorkerSettings(
                 executable=_required_str(worker["executable"], "worker.executable"),
                 cores=cores,
@@ -208,6 +211,21 @@ def _required_str(value: object, setting: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _fail(setting, "a non-empty string", value)
     return value
+
+
+def _pem_certificates(value: object, setting: str) -> str | None:
+    """PEM text, given inline or as a file's path; None stays None."""
+    text = _optional_str(value, setting)
+    if text is None:
+        return None
+    if not text.lstrip().startswith("-----BEGIN"):
+        try:
+            text = Path(text).expanduser().read_text()
+        except OSError as exc:
+            raise _fail(setting, "PEM certificates or the path of a file with them", value) from exc
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise _fail(setting, "PEM certificates (-----BEGIN CERTIFICATE-----)", value)
+    return text
 
 
 def _str_list(value: object, setting: str) -> tuple[str, ...]:
