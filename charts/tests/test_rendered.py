@@ -225,9 +225,7 @@ def test_crds_ship_with_the_chart(rendered: Rendered) -> None:
     for doc in rendered.docs:
         group = doc["apiVersion"].split("/")[0]
         if group in {"traefik.io", "gateway.dask.org"}:
-            plural = {
-                "IngressRoute": "ingressroutes", "Middleware": "middlewares", "TLSStore": "tlsstores"
-            }[doc["kind"]]
+            plural = doc["kind"].lower() + "s"
             assert f"{plural}.{group}" in crds
 
 

@@ -111,7 +111,7 @@ def test_api_ca_is_pem_inline_or_from_a_file(tmp_path):
     assert HTCondorSettings.from_config({"api-ca": str(path)}).api_ca == cert
     assert HTCondorSettings.from_config().api_ca is None
     for bad in (str(tmp_path / "missing.pem"), "-----BEGIN PRIVATE KEY-----\n..."):
-        with pytest.raises(SettingError, match="gateway.htcondor.api-ca"):
+        with pytest.raises(SettingError, match=r"gateway\.htcondor\.api-ca"):
             HTCondorSettings.from_config({"api-ca": bad})
 
 
