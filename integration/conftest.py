@@ -27,6 +27,8 @@ from dask_gateway.auth import JupyterHubAuth
 from docker.models.containers import Container
 
 from htcdaskgateway import HTCGateway, HTCGatewayCluster
+from htcdaskgateway.compat import ClosingOnceGateway, trust_api_ca
+from htcdaskgateway.settings import HTCondorSettings
 
 T = TypeVar("T")
 CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
@@ -154,6 +156,15 @@ def gateway(stack_ready: None) -> Iterator[HTCGateway]:
     # the lock its creator holds and the new Gateway fails to start after
     # 10 s. Collect here, between tests, so that cannot happen.
     gc.collect()
+
+
+def plain_gateway() -> ClosingOnceGateway:
+    """A gateway client that knows nothing of HTCondor, trusting the configured API CA."""
+    gateway = ClosingOnceGateway()
+    settings = HTCondorSettings.from_config()
+    if settings.api_ca:
+        trust_api_ca(gateway, settings.api_ca)
+    return gateway
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from dask_gateway import GatewayClusterError
+from dask_gateway.client import ClusterStatus
 
 from conftest import nothing_queued, queue, stack_service, wait_for, wait_healthy
 from htcdaskgateway import HTCondorError
@@ -144,3 +145,45 @@ def test_a_schedd_that_does_not_answer_for_3x_the_lease_does_not_stop_the_cluste
     finally:
         cluster.shutdown()
     wait_for(lambda: nothing_queued(cluster.name), "the jobs to leave", 30)
+
+
+def test_an_abandoned_cluster_stops_itself_and_attended_ones_stay(gateway, record_figure):
+    # Reproduction: a notebook that ended with shutdown_on_close=False left
+    # its scheduler running forever. The plugin's unattended timeout stops
+    # it; an open cluster object or a connected client keep theirs.
+    from distributed import Client
+
+    timeout = 12
+    quick = {"worker": {"death-timeout": 10}}
+    watched = gateway.new_cluster(unattended_timeout=timeout, htcondor=quick)
+    with_client = gateway.new_cluster(
+        unattended_timeout=timeout, shutdown_on_close=False, htcondor=quick
+    )
+    abandoned = gateway.new_cluster(
+        unattended_timeout=timeout, shutdown_on_close=False, htcondor=quick
+    )
+    client = None
+    try:
+        abandoned.scale(1)
+        abandoned.wait_for_workers(1, timeout=90)
+        client = Client(with_client.scheduler_address, security=with_client.security)
+        name, kept = abandoned.name, with_client.name
+        with_client.close()  # a client stays connected to it
+        abandoned.close()  # the notebook ends; nothing of it is attached
+        started = time.monotonic()
+        wait_for(lambda: gateway.get_cluster(name).status is ClusterStatus.STOPPED,
+                 "the abandoned cluster to stop itself", 60)  # fmt: skip
+        record_figure(
+            f"abandoned cluster stopped {time.monotonic() - started:.1f} s after its client "
+            f"left (unattended-timeout {timeout} s)"
+        )
+        wait_for(lambda: nothing_queued(name), "its worker job to leave", 60)
+        # Both were left as long as the abandoned one, and longer.
+        time.sleep(max(0.0, timeout + 5 - (time.monotonic() - started)))
+        for running in (watched.name, kept):
+            assert gateway.get_cluster(running).status is ClusterStatus.RUNNING, running
+    finally:
+        if client is not None:
+            client.close()
+        watched.shutdown()
+        gateway.stop_cluster(with_client.name)

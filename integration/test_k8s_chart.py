@@ -12,6 +12,7 @@ import base64
 import os
 import ssl
 import time
+import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -77,6 +78,12 @@ def test_a_cluster_is_a_daskcluster_and_a_scheduler_pod_until_shutdown(new_clust
     assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "dask-scheduler"
     command = pod["spec"]["containers"][0]["args"]
     assert "htcdaskgateway.scheduler_plugin" in command, command
+    # Idle culling is the plugin's (cluster.idleTimeout, default 3600 s).
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["DASK_GATEWAY__HTCONDOR__UNATTENDED_TIMEOUT"] == "3600.0"
+    assert "--dg-idle-timeout" not in command or (
+        command[command.index("--dg-idle-timeout") + 1] in ("0", "0.0")
+    ), command
     (route,) = objects["ingressroutetcps"]
     assert f"daskgateway-{cluster.name}" in route["spec"]["routes"][0]["match"]
     assert len(objects["secrets"]) == 1  # the cluster's TLS credentials
@@ -190,6 +197,85 @@ def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_fig
         cluster.close()
         gateway.close()
     finally:
+        if helm("status", release, "--namespace", namespace).returncode == 0:
+            helm("uninstall", release, "--namespace", namespace, "--wait")
+        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true")
+
+
+def plain_http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def test_helm_upgrade_from_the_previous_chart_keeps_its_running_cluster(record_figure):
+    # The chart as last released (e2e.sh: git archive PREVIOUS_CHART_COMMIT),
+    # with its own rig values: plain HTTP, cluster-wide roles, no policies.
+    previous = "/run/htcdaskgateway/previous-charts"
+    release, namespace, web, tcp = "htc-prev", "htc-prev", 30380, 31086
+    password = os.environ["DASK_GATEWAY__AUTH__KWARGS__PASSWORD"]
+    ports = (
+        "--set-string", f"gateway.auth.simple.password={password}",
+        "--set", f"proxy.service.ports.web.nodePort={web}", "--set", f"proxy.public.webPort={web}",
+        "--set", f"proxy.service.ports.tcp.nodePort={tcp}", "--set", f"proxy.public.tcpPort={tcp}",
+        "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    install = helm(
+        "install", release, f"{previous}/htcdaskgateway", "--namespace", namespace,
+        "--create-namespace", "--values", f"{previous}/ci/rig-values.yaml", *ports,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    gateways: list[HTCGateway] = []
+    try:
+        old_address = f"http://{NODE_IP}:{web}"
+        wait_for(lambda: plain_http_status(f"{old_address}/api/health") == 200,
+                 "the previous chart's API over HTTP", 60, interval=1)  # fmt: skip
+        old = HTCGateway(address=old_address, proxy_address=f"tls://{NODE_IP}:{tcp}")
+        gateways.append(old)
+        cluster = old.new_cluster(shutdown_on_close=False)
+        gateways.append(cluster)
+        cluster.scale(1)
+        cluster.wait_for_workers(1, timeout=120)
+        client = cluster.get_client()
+        assert client.submit(sum, range(10)).result() == 45
+
+        started = time.monotonic()
+        upgrade = helm(
+            "upgrade", release, CHART, "--namespace", namespace,
+            "--values", "/src/charts/ci/rig-values.yaml", *ports,
+        )  # fmt: skip
+        assert upgrade.returncode == 0, upgrade.stderr
+        ca = api_ca(release, namespace)
+        address = f"https://{NODE_IP}:{web}"
+        wait_for(lambda: answers(f"{address}/api/health", ca), "the API over HTTPS", 120, 1)
+        record_figure(
+            f"helm upgrade from the previous chart ({os.environ['PREVIOUS_CHART_COMMIT']}) "
+            f"to HTTPS and namespaced roles: API back in {time.monotonic() - started:.1f} s"
+        )
+        assert plain_http_status(f"{old_address}/api/health") == 400, "plain HTTP now refused"
+        # The cluster started under the previous chart runs on: its client
+        # computes, and the upgraded gateway lists, scales and stops it.
+        assert client.submit(sum, range(100)).result() == 4950
+        new = HTCGateway(address=address, proxy_address=f"tls://{NODE_IP}:{tcp}",
+                         htcondor={"api-ca": ca})  # fmt: skip
+        gateways.append(new)
+        assert cluster.name in [c.name for c in new.list_clusters()]
+        again = new.connect(cluster.name)
+        gateways.append(again)
+        again.scale(2)
+        again.wait_for_workers(2, timeout=120)
+        client.close()
+        again.shutdown()
+        wait_for(lambda: nothing_queued(cluster.name), "the cluster's jobs to leave", 60)
+        wait_for(lambda: not any(cluster_objects(cluster.name).values()),
+                 "the cluster's Kubernetes objects to go", 60)  # fmt: skip
+    finally:
+        for opened in reversed(gateways):
+            opened.close()
         if helm("status", release, "--namespace", namespace).returncode == 0:
             helm("uninstall", release, "--namespace", namespace, "--wait")
         kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true")

@@ -11,8 +11,7 @@ import time
 import htcondor2
 from dask_gateway.client import ClusterStatus
 
-from conftest import nothing_queued, queue, wait_for
-from htcdaskgateway.compat import ClosingOnceGateway
+from conftest import nothing_queued, plain_gateway, queue, wait_for
 
 
 def python(code: str, **kwargs) -> subprocess.Popen:
@@ -141,7 +140,7 @@ def test_killed_client_leaves_jobs_that_cleanup_removes(gateway):
     name = kill_once_queued(killed, 2)
 
     # The gateway forgets the cluster (e.g. culled), without a word to HTCondor.
-    with ClosingOnceGateway() as plain:
+    with plain_gateway() as plain:
         plain.stop_cluster(name)
     time.sleep(2)
     assert len(active_jobs(name)) == 2, "nothing removed the orphaned jobs yet"

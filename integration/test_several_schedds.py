@@ -17,9 +17,8 @@ import time
 import htcondor2
 import pytest
 
-from conftest import CLUSTER_ATTRIBUTE, stack_service, wait_for
+from conftest import CLUSTER_ATTRIBUTE, plain_gateway, stack_service, wait_for
 from htcdaskgateway import HTCGateway
-from htcdaskgateway.compat import ClosingOnceGateway
 
 BOTH_SCHEDDS = {"schedd": None, "schedd-constraint": "true", "watch-interval": 1}
 
@@ -182,7 +181,7 @@ def test_a_killed_owners_jobs_leave_both_schedds_with_its_lease(both_schedds_up,
 def test_cleanup_removes_an_orphans_jobs_from_both_schedds(both_schedds_up):
     killed = spread_over_both({**BOTH_SCHEDDS, **NEVER_STARTS, "lease": 0})
     name = killed_once_spread(killed)
-    with ClosingOnceGateway() as plain:
+    with plain_gateway() as plain:
         plain.stop_cluster(name)  # the gateway forgets it, HTCondor is not told
     with HTCGateway(htcondor=BOTH_SCHEDDS) as gateway:
         time.sleep(2)

@@ -124,6 +124,13 @@ def main() -> None:
     for key in ("image", "namespace"):
         if config[key] != expected[key]:
             fail(f"cluster {key} is {config[key]!r}, the chart rendered {expected[key]!r}")
+    # Culling belongs to the plugin (idle means unattended), never upstream's task-only check.
+    unattended = config["environment"].get("DASK_GATEWAY__HTCONDOR__UNATTENDED_TIMEOUT")
+    if config["idle_timeout"] != 0 or unattended != expected["unattended_timeout"]:
+        fail(
+            f"idle_timeout {config['idle_timeout']!r} and the scheduler's unattended-timeout "
+            f"{unattended!r}; the chart asks for 0 and {expected['unattended_timeout']!r}"
+        )
     auth_class = type(app.authenticator).__name__
     if auth_class != expected["authenticator"]:
         fail(f"authenticator is {auth_class}, values ask for {expected['authenticator']}")

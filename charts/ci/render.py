@@ -139,6 +139,7 @@ def expected(vs: ValueSet, docs: list[dict[str, Any]]) -> dict[str, str]:
         "namespace": namespace,
         "watch_namespace": "" if values["rbac"]["clusterWide"] else namespace,
         "authenticator": authenticators[values["gateway"]["auth"]["type"]],
+        "unattended_timeout": str(float(values["cluster"]["idleTimeout"])),
     }
 
 

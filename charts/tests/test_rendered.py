@@ -41,6 +41,8 @@ def test_proxy_exposed_outside_the_cluster(rendered: Rendered) -> None:
         node_port = values["proxy"]["service"]["ports"][name]["nodePort"]
         if service["spec"]["type"] == "NodePort" and node_port:
             assert ports[name]["nodePort"] == node_port
+    ranges = values["proxy"]["service"]["loadBalancerSourceRanges"]
+    assert service["spec"].get("loadBalancerSourceRanges", []) == ranges
     instance = values["chart"]["instance"]
     assert f"--providers.kubernetescrd.labelselector=gateway.dask.org/instance={instance}" in args
     # The controller's routes use the entrypoints Traefik defines.
@@ -262,7 +264,10 @@ def test_images_default_to_the_charts_app_version(rendered: Rendered) -> None:
     # One version for chart, images and client (pins/versions.env): with no
     # image.tag, every htcdaskgateway image is the chart's appVersion.
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    tag = rendered.chart_values()["image"].get("tag") or chart["appVersion"]
+    image = rendered.chart_values()["image"]
+    tag = image.get("tag") or chart["appVersion"]
+    # An optional digest pins the content: repository:tag@digest.
+    ref = f":{tag}@{image['digest']}" if image.get("digest") else f":{tag}"
     images = [
         c["image"]
         for _, spec in rendered.pod_specs()
@@ -270,10 +275,17 @@ def test_images_default_to_the_charts_app_version(rendered: Rendered) -> None:
         if "htcdaskgateway/scheduler" in c["image"]
     ]
     assert images, "no pod runs the scheduler image"
-    assert all(image.endswith(f":{tag}") for image in images), images
+    assert all(image.endswith(ref) for image in images), images
     scheduler_image = rendered.chart_values()["chart"]["image"]  # KubeClusterConfig.image
-    assert scheduler_image.endswith(f"htcdaskgateway/scheduler:{tag}"), scheduler_image
+    assert scheduler_image.endswith(f"htcdaskgateway/scheduler{ref}"), scheduler_image
     assert chart["version"] == chart["appVersion"]
+
+
+def test_a_default_load_balancer_admits_only_private_networks() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    service = values["proxy"]["service"]
+    assert service["type"] == "LoadBalancer"
+    assert service["loadBalancerSourceRanges"] == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 
 
 def test_the_default_traefik_is_the_version_the_rig_runs() -> None:
@@ -327,3 +339,65 @@ def test_https_on_the_web_port_unless_turned_off(rendered: Rendered) -> None:
     if client_config:
         # The analysts' config carries the same CA the Secret holds.
         assert htcondor["api-ca"].strip() == pem["ca.crt"].strip()
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def test_network_policies_admit_only_the_listed_peers(rendered: Rendered) -> None:
+    values = rendered.chart_values()
+    policies = {p["metadata"]["name"]: p for p in rendered.of_kind("NetworkPolicy")}
+    if not values["networkPolicy"]["enabled"]:
+        assert policies == {}
+        return
+    chart = values["chart"]
+    pods = {
+        component: (
+            RELEASE_NAMESPACE,
+            rendered.one("Deployment", f"-{component}")["spec"]["template"]["metadata"]["labels"],
+        )
+        for component in ("api", "proxy", "controller")
+    }
+    # Labels the gateway's Kubernetes backend gives each scheduler pod.
+    pods["scheduler"] = (
+        chart["schedulerNamespace"],
+        {"gateway.dask.org/instance": chart["instance"],
+         "app.kubernetes.io/component": "dask-scheduler"},
+    )  # fmt: skip
+
+    def guarded(policy: dict[str, Any]) -> str:
+        (name,) = [
+            c for c, (ns, labels) in pods.items()
+            if ns == policy["metadata"].get("namespace", RELEASE_NAMESPACE)
+            and selects(policy["spec"]["podSelector"], labels)
+        ]  # fmt: skip
+        return name
+
+    def admitted(rule: dict[str, Any]) -> set[str]:
+        out = set()
+        for peer in rule.get("from", []):
+            if "podSelector" not in peer:  # proxyFrom's ipBlocks, compared below
+                continue
+            namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            out |= {c for c, (ns, labels) in pods.items()
+                    if ns == namespace and selects(peer["podSelector"], labels)}  # fmt: skip
+        return out
+
+    seen = {}
+    for policy in policies.values():
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        rules = policy["spec"]["ingress"]
+        seen[guarded(policy)] = {
+            (frozenset(p["port"] for p in rule["ports"]), frozenset(admitted(rule)))
+            for rule in rules
+        }
+    assert seen["scheduler"] == {
+        (frozenset({8786, 8787}), frozenset({"proxy"})),
+        (frozenset({8788}), frozenset({"api"})),
+    }
+    assert seen["api"] == {(frozenset({8000}), frozenset({"proxy", "scheduler"}))}
+    (proxy_rule,) = policies[next(n for n in policies if n.endswith("-proxy"))]["spec"]["ingress"]
+    assert {p["port"] for p in proxy_rule["ports"]} == {8000, 8786}, "Traefik's web and tcp"
+    assert proxy_rule.get("from", []) == values["networkPolicy"]["proxyFrom"]
+    assert "controller" not in seen, "the controller serves nothing"

@@ -227,6 +227,8 @@ class FakeSchedulerLink:
         self.adaptive_wanted = 0
         self.retired: list[JobId] = []
         self.unreachable = False
+        # Calls that time out, as those of a scheduler on a crowded host; -1: all.
+        self.late_answers = 0
         # Package versions the scheduler and (by job) the workers report;
         # None: this interpreter's.
         self.scheduler_versions: dict[str, str | None] | None = None
@@ -236,6 +238,9 @@ class FakeSchedulerLink:
     def _check(self) -> None:
         if self.unreachable:
             raise OSError("scheduler unreachable")
+        if self.late_answers:
+            self.late_answers -= self.late_answers > 0
+            raise TimeoutError
 
     async def renew(self, token: str, ttl: float | None, apply_ttl: float | None = None) -> dict:
         self._check()

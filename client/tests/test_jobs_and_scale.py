@@ -109,3 +109,34 @@ def test_adapt_refuses_bad_durations(interval):
     cluster._prepare(None)
     with pytest.raises(SettingError, match="interval"):
         cluster.adaptive(0, 2, interval=interval)
+
+
+def cluster_waiting_on(link_setup):
+    from .test_reconciler import make
+
+    _, link, reconciler = make()
+    link_setup(link)
+    cluster = object.__new__(HTCGatewayCluster)
+    cluster.name, cluster.scheduler_comm, cluster._reconciler = "abc", object(), reconciler
+    return cluster, link
+
+
+def test_wait_for_workers_outlasts_a_scheduler_that_answers_late():
+    def two_late_then_a_worker(link):
+        link.late_answers = 2
+        link.workers = {"1.0"}
+
+    cluster, link = cluster_waiting_on(two_late_then_a_worker)
+    asyncio.run(cluster._wait_for_workers(1, 30))
+    assert link.late_answers == 0
+
+
+def test_wait_for_workers_reports_a_scheduler_that_stays_silent(monkeypatch):
+    monkeypatch.setattr("htcdaskgateway.cluster.SCHEDULER_SILENCE_LIMIT", 1.5)
+
+    def always_late(link):
+        link.late_answers = -1
+
+    cluster, _ = cluster_waiting_on(always_late)
+    with pytest.raises(GatewayClusterError, match="scheduler of abc has not answered for 2 s"):
+        asyncio.run(cluster._wait_for_workers(1, None))

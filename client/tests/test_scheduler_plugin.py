@@ -127,3 +127,36 @@ def test_versions_reports_the_scheduler_and_each_joined_worker_through_the_link(
             await _close(scheduler, workers)
 
     asyncio.run(run())
+
+
+def _with_unattended_timeout(monkeypatch, seconds, body) -> None:
+    import dask.config
+
+    with dask.config.set({"gateway.htcondor.unattended-timeout": seconds}):
+        _with_lease_scheduler(monkeypatch, body)
+
+
+def test_a_cluster_left_unattended_stops_itself(monkeypatch):
+    async def body(scheduler, comm):
+        await asyncio.sleep(1.0)
+        assert scheduler.status.name in ("closing", "closed")
+
+    _with_unattended_timeout(monkeypatch, 0.5, body)
+
+
+def test_an_open_cluster_object_or_a_connected_client_keeps_it(monkeypatch):
+    from distributed import Client
+
+    async def body(scheduler, comm):
+        await asyncio.sleep(0.3)
+        for _ in range(6):  # an open cluster object calls in on its own
+            await comm.htcdaskgateway_renew(token="notebook")
+            await asyncio.sleep(0.2)
+        assert scheduler.status.name == "running"
+        async with Client(scheduler.address, asynchronous=True):
+            await asyncio.sleep(1.2)  # connected, computing nothing
+            assert scheduler.status.name == "running"
+        await asyncio.sleep(1.2)  # everyone left
+        assert scheduler.status.name in ("closing", "closed")
+
+    _with_unattended_timeout(monkeypatch, 0.5, body)

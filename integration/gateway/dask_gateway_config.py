@@ -26,3 +26,18 @@ c.ClusterConfig.scheduler_cmd = [
 c.ClusterConfig.worker_cmd = ["false"]
 c.ClusterConfig.cluster_max_workers = 0
 c.ClusterConfig.idle_timeout = 0
+
+# Tests only: a cluster option for the scheduler plugin's unattended
+# timeout (the Helm chart sets it for every cluster from cluster.idleTimeout).
+from dask_gateway_server.options import Float, Options  # noqa: E402
+
+
+def _scheduler_settings(options, user):  # type: ignore[no-untyped-def]
+    timeout = str(float(options.unattended_timeout))
+    return {"environment": {"DASK_GATEWAY__HTCONDOR__UNATTENDED_TIMEOUT": timeout}}
+
+
+c.Backend.cluster_options = Options(
+    Float("unattended_timeout", default=0, min=0, label="Unattended timeout (s)"),
+    handler=_scheduler_settings,
+)

@@ -96,10 +96,16 @@ log "rig up in ${t_rig}s; both releases installed and tested after ${t_install}s
 # scheduler pods dial them back. kubectl and helm are there for the tests
 # that check Kubernetes objects and inject Kubernetes-side faults.
 install -m 0600 -o 1000 -g 1000 "$STATE/admin.conf" "$STATE/analyst.conf"
+# The chart as last released (CHANGELOG), for the test that upgrades from it.
+previous_chart=$STATE/previous-chart
+rm -rf "$previous_chart" && mkdir -p "$previous_chart"
+git archive "$PREVIOUS_CHART_COMMIT" charts/htcdaskgateway charts/ci/rig-values.yaml | tar -x -C "$previous_chart" \
+  || die "the previous chart ($PREVIOUS_CHART_COMMIT) is not in this clone's history"
 ANALYST_RUN_ARGS="-v $bin/kubectl:/usr/local/bin/kubectl:ro -v $bin/helm:/usr/local/bin/helm:ro
   -v $STATE/analyst.conf:/run/htcdaskgateway/kubeconfig:ro
   -e KUBECONFIG=/run/htcdaskgateway/kubeconfig -e HELM_CACHE_HOME=/tmp/helm -e HELM_CONFIG_HOME=/tmp/helm
-  -e E2E_TARGET=k8s -e DASK_GATEWAY__AUTH__KWARGS__PASSWORD
+  -e E2E_TARGET=k8s -e DASK_GATEWAY__AUTH__KWARGS__PASSWORD -e RIG_BRIDGE
+  -v $previous_chart/charts:/run/htcdaskgateway/previous-charts:ro -e PREVIOUS_CHART_COMMIT
   -v $api_ca:/run/htcdaskgateway/api-ca.pem:ro -e DASK_GATEWAY__HTCONDOR__API_CA=/run/htcdaskgateway/api-ca.pem
   -e DASK_GATEWAY__ADDRESS=https://$RIG_NODE_IP:30080 -e DASK_GATEWAY__PROXY_ADDRESS=tls://$RIG_NODE_IP:30786
   -e HUB_GATEWAY_ADDRESS=https://$RIG_NODE_IP:30180 -e HUB_GATEWAY_PROXY_ADDRESS=tls://$RIG_NODE_IP:30886

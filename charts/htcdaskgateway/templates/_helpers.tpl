@@ -49,7 +49,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "htcdg.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{ with .Values.image.digest }}@{{ . }}{{ end }}
+{{- end -}}
+
+{{- define "htcdg.proxyImage" -}}
+{{ .Values.proxy.image.repository }}:{{ .Values.proxy.image.tag }}{{ with .Values.proxy.image.digest }}@{{ . }}{{ end }}
 {{- end -}}
 
 {{- define "htcdg.schedulerNamespace" -}}

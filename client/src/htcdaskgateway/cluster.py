@@ -41,6 +41,10 @@ from .settings import HTCondorSettings
 from .submit import credentials_job_description, worker_job_description
 from .watch import Watcher
 
+# Seconds wait_for_workers() waits on a scheduler that does not answer
+# before it reports the cluster lost.
+SCHEDULER_SILENCE_LIMIT = 60.0
+
 logger = logging.getLogger(__name__)
 
 
@@ -454,20 +458,23 @@ class HTCGatewayCluster(GatewayCluster):
         tracker = reconciler.tracker
         deadline = None if timeout is None else time.monotonic() + timeout
         progress = view.Progress(f"{self.name}: waiting for {n} workers")
+        joined, silent_since = 0, None
         try:
             while True:
+                jobs: list[WorkerJob] = []
                 try:
-                    async with reconciler.lock:
-                        joined = len(await reconciler.observe())
-                    await tracker.explain_idle()
-                except HTCondorError as exc:
-                    # The schedd may come back before the timeout (a restart):
-                    # keep waiting, and say why nothing moves.
-                    joined = len(await reconciler.scheduler.joined_jobs())
-                    state = f"HTCondor unavailable: {exc}"
-                    jobs: list[WorkerJob] = []
-                else:
-                    state, jobs = view.jobs_summary(tracker, reconciler), tracker.table
+                    joined, state, jobs = await self._look_at_workers(reconciler)
+                    silent_since = None
+                except TimeoutError:
+                    # A scheduler on a crowded host can answer late; only one
+                    # that stays silent is lost.
+                    silent_since = silent_since or time.monotonic()
+                    silent = time.monotonic() - silent_since
+                    if silent > SCHEDULER_SILENCE_LIMIT:
+                        raise GatewayClusterError(
+                            f"The scheduler of {self.name} has not answered for {silent:.0f} s"
+                        ) from None
+                    state = f"the scheduler has not answered for {silent:.0f} s"
                 failure = self._failure_message()
                 failures = tracker.failures_in_a_row
                 if failures:
@@ -495,6 +502,20 @@ class HTCGatewayCluster(GatewayCluster):
                 await asyncio.sleep(1)
         finally:
             progress.done()
+
+    async def _look_at_workers(self, reconciler: Reconciler) -> tuple[int, str, list[WorkerJob]]:
+        """Joined workers, a summary of the jobs, and the active jobs."""
+        tracker = reconciler.tracker
+        try:
+            async with reconciler.lock:
+                joined = len(await reconciler.observe())
+            await tracker.explain_idle()
+        except HTCondorError as exc:
+            # The schedd may come back before the timeout (a restart):
+            # keep waiting, and say why nothing moves.
+            joined = len(await reconciler.scheduler.joined_jobs())
+            return joined, f"HTCondor unavailable: {exc}", []
+        return joined, view.jobs_summary(tracker, reconciler), tracker.table
 
 
 def gateway_id(settings: HTCondorSettings, address: str) -> str:

@@ -21,6 +21,13 @@ cluster down when it is done renews a lease here. If it dies without
 releasing it, the lease lapses and the plugin stops the cluster through the
 gateway, so the cluster's workers exit and their jobs leave the queue.
 
+And it stops a cluster left **unattended** (``gateway.htcondor.unattended-
+timeout`` seconds; 0: never): no open cluster object has called it, no dask
+client is connected and no task has moved for that long. That is the
+cluster of a notebook that ended with ``shutdown_on_close=False``.
+dask-gateway's own ``idle_timeout`` counts only tasks, so it would also stop
+the cluster of an analyst who is reading a plot with the client open.
+
 Load it in the gateway's ``scheduler_cmd``:
 ``["dask", "scheduler", "--preload", "htcdaskgateway.scheduler_plugin"]``.
 """
@@ -29,13 +36,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from . import config as _config  # noqa: F401  (registers gateway.htcondor defaults)
 from .naming import is_htcondor_worker
 
 logger = logging.getLogger(__name__)
@@ -47,7 +57,12 @@ LEASE_CHECK_PERIOD = 1.0
 class KeepHTCondorWorkers(SchedulerPlugin):
     name = "htcdaskgateway"
 
-    def __init__(self) -> None:
+    def __init__(self, unattended_timeout: float | None = None) -> None:
+        if unattended_timeout is None:
+            unattended_timeout = float(dask.config.get("gateway.htcondor.unattended-timeout") or 0)
+        self.unattended_timeout = unattended_timeout
+        self._attended_at = time.monotonic()
+        self._transitions_seen = -1
         self.scheduler: Any = None
         self.leases: dict[str, float] = {}  # holder token -> monotonic expiry
         self.target: dict[str, Any] | None = None
@@ -60,16 +75,16 @@ class KeepHTCondorWorkers(SchedulerPlugin):
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
-        scheduler.handlers.update(
-            {
-                "htcdaskgateway_renew": self.renew,
-                "htcdaskgateway_set_target": self.set_target,
-                "htcdaskgateway_release": self.release,
-                "htcdaskgateway_workers_to_close": self.workers_to_close,
-                "htcdaskgateway_adaptive_target": self.adaptive_target,
-                "htcdaskgateway_versions": self.versions,
-            }
-        )
+        handlers = {
+            "htcdaskgateway_renew": self.renew,
+            "htcdaskgateway_set_target": self.set_target,
+            "htcdaskgateway_release": self.release,
+            "htcdaskgateway_workers_to_close": self.workers_to_close,
+            "htcdaskgateway_adaptive_target": self.adaptive_target,
+            "htcdaskgateway_versions": self.versions,
+        }
+        scheduler.handlers.update({op: self._attending(h) for op, h in handlers.items()})
+        self._attended_at = time.monotonic()
         self._lease_task = asyncio.create_task(self._watch_leases())
 
     async def close(self) -> None:
@@ -154,6 +169,27 @@ class KeepHTCondorWorkers(SchedulerPlugin):
             self.applier = None
         return self._state()
 
+    def _attending(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        # Every call comes from an open cluster object (or the CLI).
+        @functools.wraps(handler)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._attended_at = time.monotonic()
+            return handler(*args, **kwargs)
+
+        return call
+
+    def unattended_for(self) -> float:
+        """Seconds since a client, a cluster object or a task last showed up."""
+        scheduler, now = self.scheduler, time.monotonic()
+        # The scheduler's own fire-and-forget client is always there.
+        clients = [c for c in scheduler.clients if c != "fire-and-forget"]
+        counter = scheduler.transition_counter
+        busy = any(ws.processing for ws in scheduler.workers.values()) or scheduler.unrunnable
+        if clients or busy or counter != self._transitions_seen:
+            self._transitions_seen = counter
+            self._attended_at = now
+        return now - self._attended_at
+
     def _state(self) -> dict[str, Any]:
         # "controller" names the applier; every reply carries it, which is
         # how a client tells this plugin is loaded.
@@ -162,19 +198,26 @@ class KeepHTCondorWorkers(SchedulerPlugin):
     async def _watch_leases(self) -> None:
         while True:
             await asyncio.sleep(LEASE_CHECK_PERIOD)
-            now = time.monotonic()
-            lapsed = [token for token, expiry in self.leases.items() if expiry < now]
-            if not lapsed:
+            reason = self._reason_to_stop()
+            if reason is None:
                 continue
-            for token in lapsed:
-                del self.leases[token]
-            if self.leases:
-                continue
-            logger.warning("The client lease of this cluster lapsed; shutting the cluster down")
+            logger.warning("%s; shutting the cluster down", reason)
             # In its own task: closing the scheduler closes this plugin,
             # which waits for this loop to end.
             self._shutdown_task = asyncio.create_task(self._shut_down())
             return
+
+    def _reason_to_stop(self) -> str | None:
+        now = time.monotonic()
+        lapsed = [token for token, expiry in self.leases.items() if expiry < now]
+        for token in lapsed:
+            del self.leases[token]
+        if lapsed and not self.leases:
+            return "The client lease of this cluster lapsed"
+        unattended = self.unattended_for()
+        if self.unattended_timeout > 0 and unattended > self.unattended_timeout:
+            return f"The cluster was left unattended for {unattended:.0f} s"
+        return None
 
     async def _shut_down(self) -> None:
         # Through the gateway, so it records a stopped cluster, not a failed one.

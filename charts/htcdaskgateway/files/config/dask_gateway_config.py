@@ -40,8 +40,14 @@ c.KubeClusterConfig.cluster_max_workers = 0
 c.KubeClusterConfig.worker_cmd = [
     "sh", "-c", "echo 'htcdaskgateway: workers are HTCondor jobs, not pods' >&2; exit 1", "--",
 ]  # fmt: skip
-c.KubeClusterConfig.idle_timeout = float(get(values, "cluster.idleTimeout"))
-c.KubeClusterConfig.environment = dict(get(values, "cluster.environment", {}))
+# Idle culling by htcdaskgateway's plugin, which counts an open cluster
+# object or a connected client as attended; dask-gateway's own idle_timeout
+# counts only tasks, and would stop an analyst who is reading a plot.
+c.KubeClusterConfig.idle_timeout = 0
+c.KubeClusterConfig.environment = {
+    **dict(get(values, "cluster.environment", {})),
+    "DASK_GATEWAY__HTCONDOR__UNATTENDED_TIMEOUT": str(float(get(values, "cluster.idleTimeout"))),
+}
 
 c.KubeClusterConfig.scheduler_cores = float(get(values, "cluster.scheduler.cores.request"))
 c.KubeClusterConfig.scheduler_cores_limit = float(get(values, "cluster.scheduler.cores.limit"))
