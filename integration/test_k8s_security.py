@@ -12,7 +12,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,6 +24,7 @@ import yaml
 
 import htcdaskgateway
 from conftest import kube_items, kubectl, wait_for
+from htcdaskgateway.settings import HTCondorSettings
 
 RELEASES = {"htc": "dask-gateway", "htc-hub": "dask-gateway-hub"}
 EXPECTED = Path("/src/charts/tests/rbac_expected.yaml")
@@ -54,7 +57,8 @@ def rules_of(user: str, namespace: str) -> dict[str, set[str]]:
         "spec": {"namespace": namespace},
     }
     result = subprocess.run(
-        ["kubectl", "create", f"--as={user}", "--output=json", "--filename=-"],
+        # No client-side validation: it would list CRDs as `user`.
+        ["kubectl", "create", f"--as={user}", "--validate=false", "--output=json", "--filename=-"],
         input=json.dumps(review),
         capture_output=True,
         text=True,
@@ -128,13 +132,14 @@ def test_release_namespaces_enforce_the_restricted_profile():
         pods = kube_items("pods", namespace, "app.kubernetes.io/name=htcdaskgateway")
         running = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in pods
                    if p["status"]["phase"] == "Running"}  # fmt: skip
-        assert {"api", "controller", "proxy"} <= running, namespace
-    # Enforcement is live: a pod that breaks the profile is refused.
+        assert {"gateway", "controller", "proxy"} <= running, namespace
+    # Enforcement is live: a pod with no security context (root allowed,
+    # capabilities kept, escalation allowed) is refused by the admission.
+    # (A privileged one would be refused earlier: the rig's API server
+    # runs with --allow-privileged=false.)
     refused = subprocess.run(
         ["kubectl", "run", "root-probe", "--namespace=dask-gateway", "--image=busybox",
-         "--dry-run=server", "--overrides",
-         json.dumps({"spec": {"containers": [{"name": "root-probe", "image": "busybox",
-                                              "securityContext": {"privileged": True}}]}})],
+         "--dry-run=server"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode != 0
@@ -198,9 +203,9 @@ def test_plain_http_to_the_api_is_refused():
         status, body = 0, repr(exc).encode()
     finally:
         connection.close()
-    # Traefik's TLS-only entrypoint answers plain HTTP with 400.
-    assert status == 400, (status, body)
-    assert b'"status"' not in body
+    # Every route of the web entrypoint is TLS-only: a plain request
+    # matches none and never reaches the API.
+    assert (status, body) == (404, b"404 page not found\n")
 
 
 def test_the_api_port_carries_no_private_key(new_cluster):
@@ -257,3 +262,46 @@ def test_network_policies_select_the_running_pods(new_cluster):
         "gateway": [([8000], ["dask-scheduler", "proxy"])],
         "proxy": [([8000, 8786], [])],  # proxyFrom []: from anywhere
     }
+
+
+def reaches(namespace: str, component: str, ip: str, port: int) -> bool:
+    """Whether a TCP connection from a pod of `component` to ip:port opens."""
+    (pod, *_) = kube_items("pods", namespace, f"app.kubernetes.io/component={component}")
+    probe = f"import socket; socket.create_connection(({ip!r}, {port}), timeout=3).close()"
+    result = subprocess.run(
+        ["kubectl", "exec", "--namespace", namespace, pod["metadata"]["name"], "--",
+         "python", "-c", probe],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return result.returncode == 0
+
+
+def test_network_policies_are_enforced_on_the_rig(new_cluster):
+    # kube-router's firewall on the rig's node enforces them: the dashboard
+    # and scheduler ports only from the proxy, the scheduler's API only from
+    # the gateway API, the gateway API not from the controller.
+    cluster = new_cluster()
+    namespace, cluster_id = cluster.name.split(".", 1)
+    (scheduler,) = kube_items("pods", namespace, f"gateway.dask.org/cluster={cluster_id}")
+    (api, *_) = kube_items("pods", namespace, "app.kubernetes.io/component=gateway")
+    scheduler_ip, api_ip = scheduler["status"]["podIP"], api["status"]["podIP"]
+    seen = {
+        "gateway -> scheduler 8788": reaches(namespace, "gateway", scheduler_ip, 8788),
+        "gateway -> scheduler 8787": reaches(namespace, "gateway", scheduler_ip, 8787),
+        "controller -> scheduler 8786": reaches(namespace, "controller", scheduler_ip, 8786),
+        "controller -> scheduler 8787": reaches(namespace, "controller", scheduler_ip, 8787),
+        "controller -> gateway 8000": reaches(namespace, "controller", api_ip, 8000),
+    }
+    assert seen == {
+        "gateway -> scheduler 8788": True,
+        "gateway -> scheduler 8787": False,
+        "controller -> scheduler 8786": False,
+        "controller -> scheduler 8787": False,
+        "controller -> gateway 8000": False,
+    }
+    # What the policies let through still works: the proxy carries the
+    # client's TLS to the scheduler and the dashboard to the analyst.
+    assert cluster.get_client().run_on_scheduler(lambda: 42) == 42
+    context = ssl.create_default_context(cadata=HTCondorSettings.from_config().api_ca)
+    with urllib.request.urlopen(cluster.dashboard_link, timeout=30, context=context) as page:
+        assert page.status == 200

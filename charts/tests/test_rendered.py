@@ -41,7 +41,9 @@ def test_proxy_exposed_outside_the_cluster(rendered: Rendered) -> None:
         node_port = values["proxy"]["service"]["ports"][name]["nodePort"]
         if service["spec"]["type"] == "NodePort" and node_port:
             assert ports[name]["nodePort"] == node_port
-    ranges = values["proxy"]["service"]["loadBalancerSourceRanges"]
+    # Kubernetes refuses source ranges on a NodePort Service.
+    load_balancer = service["spec"]["type"] == "LoadBalancer"
+    ranges = values["proxy"]["service"]["loadBalancerSourceRanges"] if load_balancer else []
     assert service["spec"].get("loadBalancerSourceRanges", []) == ranges
     instance = values["chart"]["instance"]
     assert f"--providers.kubernetescrd.labelselector=gateway.dask.org/instance={instance}" in args

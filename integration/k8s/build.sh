@@ -95,4 +95,14 @@ done
 build etcd ./etcd
 build pause ./pause
 build coredns github.com/coredns/coredns "$module/coredns"
+# kube-router's NetworkPolicy controller, so the rig enforces the chart's
+# policies (the bridge CNI does not). Built with its own go.mod: the
+# release's pins, as its maintainers test them.
+if [ ! -x "$bin/kube-router" ]; then
+  log "kube-router $KUBE_ROUTER_VERSION ($SECONDS s so far)"
+  GOBIN=$bin/kube-router.partial.d go install -trimpath \
+    -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+  mv "$bin/kube-router.partial.d/kube-router" "$bin/kube-router" && rmdir "$bin/kube-router.partial.d"
+fi
 log "binaries ready in $bin after $SECONDS s"
