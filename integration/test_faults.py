@@ -177,7 +177,13 @@ def test_an_abandoned_cluster_stops_itself_and_attended_ones_stay(gateway, recor
             f"abandoned cluster stopped {time.monotonic() - started:.1f} s after its client "
             f"left (unattended-timeout {timeout} s)"
         )
-        wait_for(lambda: nothing_queued(name), "its worker job to leave", 60)
+        # Its running worker exits 10 s after its scheduler. The idle
+        # credentials job waits, as for any cluster stopped behind its
+        # client's back, for cleanup (a cluster kept past its client keeps
+        # its idle jobs: no lease removes them).
+        wait_for(lambda: not queue(name), "its worker job to leave", 60)
+        assert gateway.remove_orphaned_jobs() == {name: 1}
+        wait_for(lambda: nothing_queued(name), "cleanup to remove its credentials job", 30)
         # Both were left as long as the abandoned one, and longer.
         time.sleep(max(0.0, timeout + 5 - (time.monotonic() - started)))
         for running in (watched.name, kept):
