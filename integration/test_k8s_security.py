@@ -15,6 +15,7 @@ import os
 import ssl
 import subprocess
 import urllib.request
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -264,41 +265,88 @@ def test_network_policies_select_the_running_pods(new_cluster):
     }
 
 
-def reaches(namespace: str, component: str, ip: str, port: int) -> bool:
-    """Whether a TCP connection from a pod of `component` to ip:port opens."""
-    (pod, *_) = kube_items("pods", namespace, f"app.kubernetes.io/component={component}")
-    probe = f"import socket; socket.create_connection(({ip!r}, {port}), timeout=3).close()"
-    result = subprocess.run(
-        ["kubectl", "exec", "--namespace", namespace, pod["metadata"]["name"], "--",
-         "python", "-c", probe],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    return result.returncode == 0
+PROBE = """
+import json, socket, sys, time
+# Each target: "ip:port" checked once, or "ip:port+" retried for 60 s until
+# it opens (a new pod's address reaches the firewall's sets a moment late).
+seen = []
+for target in sys.argv[1:]:
+    address, retry = target.rstrip("+"), target.endswith("+")
+    ip, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + (60 if retry else 0)
+    while True:
+        try:
+            socket.create_connection((ip, int(port)), timeout=5).close()
+            verdict = "open"
+            break
+        except OSError as exc:
+            verdict = f"closed: {exc!r}"
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    seen.append(verdict)
+print(json.dumps(seen))
+"""
+
+
+def probe(namespace: str, labels: dict[str, str], *targets: str) -> list[str]:
+    """What a new pod with `labels` sees of each target, in order ("open" or "closed: ...").
+
+    A pod of its own (restricted, the scheduler image), because the rig's
+    runtime cannot `kubectl exec` into running containers.
+    """
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"htcdaskgateway.test": "probe", **labels}},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "probe", "image": f"htcdaskgateway/scheduler:{htcdaskgateway.__version__}",
+                "imagePullPolicy": "Never", "command": ["python", "-c", PROBE, *targets],
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]},
+                                    "readOnlyRootFilesystem": True},
+            }],
+        },
+    }  # fmt: skip
+    subprocess.run(["kubectl", "create", "--filename=-"], input=json.dumps(pod), text=True,
+                   capture_output=True, timeout=60, check=True)  # fmt: skip
+    try:
+        wait_for(lambda: kubectl("get", "pod", name, "--namespace", namespace, "--output",
+                                 "jsonpath={.status.phase}") in ("Succeeded", "Failed"),
+                 f"probe pod {name} to finish", 180, interval=1)  # fmt: skip
+        return json.loads(kubectl("logs", name, "--namespace", namespace))
+    finally:
+        kubectl("delete", "pod", name, "--namespace", namespace, "--wait=false")
 
 
 def test_network_policies_are_enforced_on_the_rig(new_cluster):
-    # kube-router's firewall on the rig's node enforces them: the dashboard
-    # and scheduler ports only from the proxy, the scheduler's API only from
-    # the gateway API, the gateway API not from the controller.
+    # kube-router's firewall on the rig's node enforces them. Probe pods
+    # stand in for the peers: one labelled as the gateway API (what the
+    # schedulers' policy admits on 8788), one with no labels (any other pod).
     cluster = new_cluster()
     namespace, cluster_id = cluster.name.split(".", 1)
     (scheduler,) = kube_items("pods", namespace, f"gateway.dask.org/cluster={cluster_id}")
     (api, *_) = kube_items("pods", namespace, "app.kubernetes.io/component=gateway")
-    scheduler_ip, api_ip = scheduler["status"]["podIP"], api["status"]["podIP"]
-    seen = {
-        "gateway -> scheduler 8788": reaches(namespace, "gateway", scheduler_ip, 8788),
-        "gateway -> scheduler 8787": reaches(namespace, "gateway", scheduler_ip, 8787),
-        "controller -> scheduler 8786": reaches(namespace, "controller", scheduler_ip, 8786),
-        "controller -> scheduler 8787": reaches(namespace, "controller", scheduler_ip, 8787),
-        "controller -> gateway 8000": reaches(namespace, "controller", api_ip, 8000),
-    }
-    assert seen == {
-        "gateway -> scheduler 8788": True,
-        "gateway -> scheduler 8787": False,
-        "controller -> scheduler 8786": False,
-        "controller -> scheduler 8787": False,
-        "controller -> gateway 8000": False,
-    }
+    (proxy, *_) = kube_items("pods", namespace, "app.kubernetes.io/component=proxy")
+    as_api = {"gateway.dask.org/instance": api["metadata"]["labels"]["gateway.dask.org/instance"],
+              "app.kubernetes.io/component": "gateway"}  # fmt: skip
+    to_scheduler = f"{scheduler['status']['podIP']}:"
+    # Each probe first waits for what it may reach (which also shows the
+    # probe works), then tries what it may not, once.
+    as_api_sees = probe(namespace, as_api, to_scheduler + "8788+", to_scheduler + "8787")
+    other_sees = probe(
+        namespace, {}, f"{proxy['status']['podIP']}:8000+", to_scheduler + "8786",
+        to_scheduler + "8787", to_scheduler + "8788", f"{api['status']['podIP']}:8000",
+    )  # fmt: skip
+    verdicts = [v.split(":")[0] for v in as_api_sees + other_sees]
+    assert verdicts == ["open", "closed", "open", "closed", "closed", "closed", "closed"], (
+        as_api_sees, other_sees,
+    )  # fmt: skip
     # What the policies let through still works: the proxy carries the
     # client's TLS to the scheduler and the dashboard to the analyst.
     assert cluster.get_client().run_on_scheduler(lambda: 42) == 42
