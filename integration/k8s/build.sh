@@ -105,4 +105,7 @@ if [ ! -x "$bin/kube-router" ]; then
     "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
   mv "$bin/kube-router.partial.d/kube-router" "$bin/kube-router" && rmdir "$bin/kube-router.partial.d"
 fi
+# The binaries are what later runs reuse; the Go caches (about 7 GB) only
+# speed up a rebuild for new versions, and a CI machine's disk is tight.
+go clean -cache -modcache || log "could not clear the Go caches"
 log "binaries ready in $bin after $SECONDS s"
