@@ -65,19 +65,36 @@ class FakeSchedd:
     submits: list[int] = field(default_factory=list)  # count of each accepted submit
     descriptions: list[dict[str, str]] = field(default_factory=list)  # of each accepted submit
     spool_hold_looks: int = 0  # spooled jobs stay held (spooling) for this many looks
+    delay: float = 0.0  # seconds every call takes (a slow schedd)
+    # Set: one call answered at a time, in the order made, as the client's
+    # helper process for a schedd answers them.
+    serial: asyncio.Lock | None = None
+    renewals: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, constraint)
     calls: int = 0
+    in_flight: int = 0
+    most_in_flight: int = 0  # calls answered at once, at most
     _clusters: itertools.count = field(default_factory=lambda: itertools.count(1))
 
-    async def _answer(self) -> None:
+    async def _answer(self, delayed: bool = True) -> None:
         self.calls += 1
         if self.unavailable:
             raise ScheddUnavailableError(f"The schedd {self.name} did not answer")
-        if self.block is not None:
-            await self.block.wait()
-        await asyncio.sleep(0)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.block is not None:
+                await self.block.wait()
+            delay = self.delay if delayed else 0.0
+            if self.serial is not None:
+                async with self.serial:
+                    await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(delay)
+        finally:
+            self.in_flight -= 1
 
     async def owner(self) -> str:
-        await self._answer()
+        await self._answer(delayed=False)  # the real client asks once, then remembers
         return self.identity
 
     def schedd_time(self) -> float:
@@ -173,6 +190,7 @@ class FakeSchedd:
                 job.ad[attribute] = classad2.ExprTree(value)
 
     async def renew_lease(self, constraint: str, seconds: int) -> None:
+        self.renewals.append((time.monotonic(), constraint))
         await self.edit(constraint, LEASE_ATTRIBUTE, str(int(self.schedd_time()) + seconds))
 
     async def explain_idle(self, job_id: JobId) -> str | None:

@@ -61,3 +61,35 @@ def test_other_errors_are_not_retried():
 
     asyncio.run(body())
     assert calls == ["GET"]
+
+
+def test_a_clusters_own_gateway_retries_reads_too():
+    """The gateway a cluster object builds for itself behaves as ``HTCGateway`` does."""
+    from htcdaskgateway import HTCGatewayCluster
+
+    calls = []
+
+    async def cluster(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        if len(calls) == 1:
+            return web.Response(status=503, text="restarting")
+        return web.json_response({"error": "Cluster not found"}, status=404)
+
+    async def body():
+        app = web.Application()
+        app.router.add_get("/api/v1/clusters/{name}", cluster)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        address = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            connecting = HTCGatewayCluster.from_name("abc", address=address, asynchronous=True)
+            assert isinstance(connecting.gateway, ClosingOnceGateway)
+            with pytest.raises(ValueError, match="Cluster not found"):
+                await connecting
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(body())
+    assert calls == ["GET", "GET"]

@@ -1,4 +1,6 @@
 import asyncio
+import itertools
+import time
 
 import pytest
 from dask_gateway import GatewayClusterError
@@ -87,7 +89,8 @@ def test_held_is_stuck():
 
 def test_wait_for_workers_on_a_cluster_that_is_not_running():
     cluster = object.__new__(HTCGatewayCluster)
-    cluster.name, cluster.scheduler_comm, cluster._reconciler = "abc", None, None
+    cluster.name, cluster.scheduler_comm = "abc", None
+    cluster._reconciler = cluster._watcher = None
     with pytest.raises(GatewayClusterError, match="abc is not running"):
         asyncio.run(cluster._wait_for_workers(1, None))
 
@@ -111,14 +114,27 @@ def test_adapt_refuses_bad_durations(interval):
         cluster.adaptive(0, 2, interval=interval)
 
 
-def cluster_waiting_on(link_setup):
-    from .test_reconciler import make
+def wait_with_a_watcher(link_setup, n=1, timeout=None, schedd=None):
+    """``wait_for_workers(n)`` on a cluster whose watcher runs against the fakes."""
+    from .test_reconciler import _watcher, make
 
-    _, link, reconciler = make()
+    schedd, link, reconciler = make(schedd)
     link_setup(link)
     cluster = object.__new__(HTCGatewayCluster)
     cluster.name, cluster.scheduler_comm, cluster._reconciler = "abc", object(), reconciler
-    return cluster, link
+    # A cluster object's watch interval: between its looks the waiter must
+    # not ask anything itself.
+    cluster._watcher = _watcher(reconciler, link, "alice", lease=60, interval=10)
+
+    async def body():
+        cluster._watcher.start()
+        try:
+            await cluster._wait_for_workers(n, timeout)
+        finally:
+            await cluster._watcher.stop()
+
+    asyncio.run(body())
+    return schedd, link
 
 
 def test_wait_for_workers_outlasts_a_scheduler_that_answers_late():
@@ -126,8 +142,7 @@ def test_wait_for_workers_outlasts_a_scheduler_that_answers_late():
         link.late_answers = 2
         link.workers = {"1.0"}
 
-    cluster, link = cluster_waiting_on(two_late_then_a_worker)
-    asyncio.run(cluster._wait_for_workers(1, 30))
+    _, link = wait_with_a_watcher(two_late_then_a_worker, timeout=30)
     assert link.late_answers == 0
 
 
@@ -137,6 +152,47 @@ def test_wait_for_workers_reports_a_scheduler_that_stays_silent(monkeypatch):
     def always_late(link):
         link.late_answers = -1
 
-    cluster, _ = cluster_waiting_on(always_late)
     with pytest.raises(GatewayClusterError, match="scheduler of abc has not answered for 2 s"):
-        asyncio.run(cluster._wait_for_workers(1, None))
+        wait_with_a_watcher(always_late)
+
+
+def test_five_waiting_clusters_on_one_slow_schedd_keep_their_jobs_lease():
+    """A client waits for workers on five clusters at once while the schedd
+    answers one call at a time, 0.15 s each (the load test's situation).
+    Every cluster's idle jobs have their lease renewed in time (lease 3 s,
+    due every 1 s): no gap between renewals reaches the lease."""
+    from htcdaskgateway.reconciler import ScaleTarget, target_to_wire
+
+    from .fakes import FakeSchedd
+    from .test_reconciler import _watcher, make
+
+    lease, names = 3, [f"dask-gateway.c{i}" for i in range(5)]
+
+    async def body():
+        schedd = FakeSchedd(delay=0.15, serial=asyncio.Lock())
+        clusters = []
+        for name in names:
+            _, link, reconciler = make(schedd, cluster=name)
+            link.workers = set()  # no worker ever joins
+            await link.set_target(name, target_to_wire(ScaleTarget(2)), 5)
+            cluster = object.__new__(HTCGatewayCluster)
+            cluster.name, cluster.scheduler_comm, cluster._reconciler = name, object(), reconciler
+            cluster._watcher = _watcher(reconciler, link, name, lease=lease, interval=10)
+            clusters.append(cluster)
+        started = time.monotonic()
+        for cluster in clusters:
+            cluster._watcher.start()
+        waits = [cluster._wait_for_workers(2, 6) for cluster in clusters]
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        ended = time.monotonic()
+        for cluster in clusters:
+            await cluster._watcher.stop()
+        assert all(isinstance(r, TimeoutError) for r in results), results
+        return schedd, started, ended
+
+    schedd, started, ended = asyncio.run(body())
+    assert len(schedd.queue) == 5 * 2
+    for name in names:
+        times = [started] + [t for t, c in schedd.renewals if f'"{name}"' in c] + [ended]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert max(gaps) < lease, (name, [round(g, 1) for g in gaps])

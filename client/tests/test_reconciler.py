@@ -44,7 +44,12 @@ class Clock:
         return self.now
 
 
-def make(schedd: FakeSchedd | None = None, max_jobs: int = 100, clock: Clock | None = None):
+def make(
+    schedd: FakeSchedd | None = None,
+    max_jobs: int = 100,
+    clock: Clock | None = None,
+    cluster: str = CLUSTER,
+):
     schedd = schedd or FakeSchedd()
     link = FakeSchedulerLink()
     settings = HTCondorSettings.from_config()
@@ -53,7 +58,7 @@ def make(schedd: FakeSchedd | None = None, max_jobs: int = 100, clock: Clock | N
     async def submit(count: int) -> list[JobId]:
         description = worker_job_description(
             settings,
-            CLUSTER,
+            cluster,
             "tls://proxy:8786",
             "/spool",
             user="alice",
@@ -62,7 +67,7 @@ def make(schedd: FakeSchedd | None = None, max_jobs: int = 100, clock: Clock | N
         )
         return await schedd.submit(description, count)
 
-    tracker = JobTracker(schedd, GATEWAY, CLUSTER, clock=clock)
+    tracker = JobTracker(schedd, GATEWAY, cluster, clock=clock)
     return schedd, link, Reconciler(tracker, link, submit, max_jobs, clock=clock)
 
 
@@ -278,7 +283,8 @@ def _watcher(reconciler, link, token, lease=0.3, interval=0.05, gone=None):
     async def cluster_gone():
         return None if gone is None else gone()
 
-    return Watcher(CLUSTER, token, link, reconciler, lease, interval, cluster_gone)
+    name = reconciler.tracker.cluster
+    return Watcher(name, token, link, reconciler, lease, interval, cluster_gone)
 
 
 def test_the_lease_is_renewed_while_the_schedd_does_not_answer():
@@ -365,8 +371,9 @@ def test_idle_and_held_jobs_lease_is_pushed_out_on_the_schedds_clock():
         await link.set_target("alice", target_to_wire(ScaleTarget(2)), 5)
         watcher = _watcher(reconciler, link, "alice", lease=3)
         watcher.start()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.3)  # renewed at once, then every second
         await watcher.stop()
+        assert schedd.mine()
         for job in schedd.mine():
             expiry = schedd.queue[job].ad.eval(LEASE_ATTRIBUTE)
             assert isinstance(expiry, int)

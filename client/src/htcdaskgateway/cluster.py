@@ -20,11 +20,12 @@ import numbers
 import os
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from dask.utils import parse_timedelta
-from dask_gateway import Gateway, GatewayCluster, GatewayClusterError
+from dask_gateway import GatewayCluster, GatewayClusterError
 from dask_gateway.client import ClusterStatus
 
 from . import view
@@ -44,6 +45,8 @@ from .watch import Watcher
 # Seconds wait_for_workers() waits on a scheduler that does not answer
 # before it reports the cluster lost.
 SCHEDULER_SILENCE_LIMIT = 60.0
+# Seconds between wait_for_workers()'s progress lines when no look ends sooner.
+PROGRESS_PERIOD = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -91,14 +94,47 @@ class HTCGatewayCluster(GatewayCluster):
         self._init_internal(name=cluster_name, shutdown_on_close=shutdown_on_close, **kwargs)
         return self
 
-    async def _start_internal(self) -> HTCGatewayCluster:
-        # The base class builds a plain Gateway for its own use; it must
-        # close once and explain refusals before the first request.
-        if type(self.gateway) is Gateway:
-            self.gateway.__class__ = ClosingOnceGateway
+    def _init_internal(
+        self,
+        address: str | None = None,
+        proxy_address: str | None = None,
+        public_address: str | None = None,
+        auth: Any = None,
+        cluster_options: Any = None,
+        cluster_kwargs: Mapping[str, Any] | None = None,
+        shutdown_on_close: bool | None = None,
+        asynchronous: bool = False,
+        loop: Any = None,
+        name: str | None = None,
+    ) -> None:
+        # GatewayCluster's own _init_internal builds a plain Gateway, and
+        # dask-gateway has no hook to choose its class. This cluster's
+        # gateway must close once and explain refusals (ClosingOnceGateway)
+        # and trust the API's CA before its first request, so the state
+        # GatewayCluster keeps is set here, with that gateway.
+        self.status = "starting" if name is not None else "created"
+        self.shutdown_on_close = shutdown_on_close
+        self._instances.add(self)
+        self.gateway = ClosingOnceGateway(
+            address=address, proxy_address=proxy_address, public_address=public_address,
+            auth=auth, asynchronous=asynchronous, loop=loop,
+        )  # fmt: skip
         if self.htcondor_settings.api_ca:
             trust_api_ca(self.gateway, self.htcondor_settings.api_ca)
-        return await super()._start_internal()
+        self.scheduler_info: dict[str, Any] = {}
+        self.scheduler_comm = None
+        self._watch_worker_status_task = None
+        self._clients = weakref.WeakSet()
+        self._cluster_options = cluster_options
+        self._cluster_kwargs = dict(cluster_kwargs or {})
+        self._start_task = None
+        self._stop_task = None
+        self.name = name
+        self.scheduler_address = None
+        self.dashboard_link = None
+        self.security = None
+        if not self.asynchronous:
+            self.gateway.sync(self._start_internal)
 
     def _prepare(self, htcondor: Mapping[str, Any] | None) -> None:
         settings = HTCondorSettings.from_config(htcondor)
@@ -452,70 +488,75 @@ class HTCGatewayCluster(GatewayCluster):
         return self.gateway.sync(self._wait_for_workers, n, timeout)
 
     async def _wait_for_workers(self, n: int, timeout: float | None) -> None:
-        reconciler = self._reconciler
-        if self.scheduler_comm is None or reconciler is None:
+        watcher, reconciler = self._watcher, self._reconciler
+        if self.scheduler_comm is None or watcher is None or reconciler is None:
             raise GatewayClusterError(f"Cluster {self.name} is not running; no workers can join")
         tracker = reconciler.tracker
         deadline = None if timeout is None else time.monotonic() + timeout
         progress = view.Progress(f"{self.name}: waiting for {n} workers")
-        joined, silent_since = 0, None
-        try:
-            while True:
-                jobs: list[WorkerJob] = []
-                try:
-                    joined, state, jobs = await self._look_at_workers(reconciler)
-                    silent_since = None
-                except TimeoutError:
-                    # A scheduler on a crowded host can answer late; only one
-                    # that stays silent is lost.
-                    silent_since = silent_since or time.monotonic()
-                    silent = time.monotonic() - silent_since
-                    if silent > SCHEDULER_SILENCE_LIMIT:
-                        raise GatewayClusterError(
-                            f"The scheduler of {self.name} has not answered for {silent:.0f} s"
-                        ) from None
-                    state = f"the scheduler has not answered for {silent:.0f} s"
-                failure = self._failure_message()
-                failures = tracker.failures_in_a_row
-                if failures:
-                    state += (
-                        f"; {failures} ended without serving ({tracker.failures[-1].describe()})"
-                    )
-                progress.show(f"{joined}/{n} workers; {state}")
-                if joined >= n:
-                    return
-                held = [job for job in jobs if job.is_stuck]
-                if held:
-                    raise HTCondorError(
-                        f"{len(held)} worker job(s) of {self.name} are held and will not start; "
-                        f"job {held[0].job_id}: {held[0].hold_reason}"
-                    )
-                if failure and failures >= min(n, FAILURES_BEFORE_PAUSE):
-                    raise HTCondorError(
-                        f"{failures} worker job(s) of {self.name} in a row ended without "
-                        f"serving; {failure}"
-                    )
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{joined} of {n} workers joined {self.name} in {timeout} s; {state}"
-                    )
-                await asyncio.sleep(1)
-        finally:
-            progress.done()
+        # What the watcher's job loop sees, read after each of its looks: the
+        # waiter asks neither the schedd nor the scheduler itself.
+        async with watcher.hurried():
+            try:
+                await self._first_look(watcher, deadline)
+                while True:
+                    joined, state, jobs = self._what_the_watcher_saw(watcher, reconciler)
+                    failure = self._failure_message()
+                    failures = tracker.failures_in_a_row
+                    if failures:
+                        state += (
+                            f"; {failures} ended without serving "
+                            f"({tracker.failures[-1].describe()})"
+                        )
+                    progress.show(f"{joined}/{n} workers; {state}")
+                    if joined >= n:
+                        return
+                    held = [job for job in jobs if job.is_stuck]
+                    if held:
+                        raise HTCondorError(
+                            f"{len(held)} worker job(s) of {self.name} are held and will not "
+                            f"start; job {held[0].job_id}: {held[0].hold_reason}"
+                        )
+                    if failure and failures >= min(n, FAILURES_BEFORE_PAUSE):
+                        raise HTCondorError(
+                            f"{failures} worker job(s) of {self.name} in a row ended without "
+                            f"serving; {failure}"
+                        )
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"{joined} of {n} workers joined {self.name} in {timeout} s; {state}"
+                        )
+                    await watcher.next_look(timeout=PROGRESS_PERIOD)
+            finally:
+                progress.done()
 
-    async def _look_at_workers(self, reconciler: Reconciler) -> tuple[int, str, list[WorkerJob]]:
-        """Joined workers, a summary of the jobs, and the active jobs."""
-        tracker = reconciler.tracker
-        try:
-            async with reconciler.lock:
-                joined = len(await reconciler.observe())
-            await tracker.explain_idle()
-        except HTCondorError as exc:
-            # The schedd may come back before the timeout (a restart):
-            # keep waiting, and say why nothing moves.
-            joined = len(await reconciler.scheduler.joined_jobs())
-            return joined, f"HTCondor unavailable: {exc}", []
-        return joined, view.jobs_summary(tracker, reconciler), tracker.table
+    async def _first_look(self, watcher: Watcher, deadline: float | None) -> None:
+        # A look that began after the call, so a scale() just made is seen.
+        limit = None if deadline is None else max(deadline - time.monotonic(), 0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher.fresh_look(), limit)
+
+    def _what_the_watcher_saw(
+        self, watcher: Watcher, reconciler: Reconciler
+    ) -> tuple[int, str, list[WorkerJob]]:
+        """Joined workers, a summary of the jobs, and the active jobs, as last seen."""
+        joined = len(reconciler.connected)
+        error = watcher.round_error
+        silent_since = watcher.scheduler_silent_since
+        if silent_since is not None:
+            # A scheduler on a crowded host can answer late; only one that
+            # stays silent is lost.
+            silent = time.monotonic() - silent_since
+            if silent > SCHEDULER_SILENCE_LIMIT:
+                raise GatewayClusterError(
+                    f"The scheduler of {self.name} has not answered for {silent:.0f} s"
+                )
+            return joined, f"the scheduler has not answered for {silent:.0f} s", []
+        if isinstance(error, HTCondorError):
+            # The schedd may come back before the timeout (a restart): keep
+            # waiting, and say why nothing moves.
+            return joined, f"HTCondor unavailable: {error}", []
+        return joined, view.jobs_summary(reconciler.tracker, reconciler), reconciler.tracker.table
 
 
 def gateway_id(settings: HTCondorSettings, address: str) -> str:

@@ -178,9 +178,16 @@ def history(
 
 
 def edit(where: Where, constraint: str, attribute: str, value: str) -> None:
+    schedd = _schedd(where)
     try:
-        _schedd(where).edit(constraint, attribute, value)
+        schedd.edit(constraint, attribute, value)
     except htcondor2.HTCondorException as exc:
+        # The bindings refuse an edit that matches no job the same way as
+        # one the schedd rejects; a lease renewal with no idle job left
+        # (all running) has nothing to do and is no failure.
+        with contextlib.suppress(htcondor2.HTCondorException):
+            if not schedd.query(constraint, projection=["ClusterId"], limit=1):
+                return
         raise CondorCallError(FAILED, f"Could not update worker jobs: {exc}") from None
 
 

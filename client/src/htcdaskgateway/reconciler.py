@@ -90,6 +90,7 @@ class Reconciler:
         self.generation: int | None = None
         self.adaptive: HTCondorAdaptive | None = None
         self.lock = asyncio.Lock()
+        self.connected: set[JobId] = set()  # jobs whose workers are in the scheduler, last look
         self.submit_failures = 0
         self.submit_error: str | None = None
         self.retry_at = 0.0  # monotonic; no submission before
@@ -122,6 +123,7 @@ class Reconciler:
         """Refresh the job table; returns the jobs whose workers have joined."""
         # Workers first: a job that ends after joining must not count as a failure.
         joined = await self.scheduler.joined_jobs()
+        self.connected = joined
         self.tracker.saw_workers(joined)
         await self.tracker.refresh()
         return joined

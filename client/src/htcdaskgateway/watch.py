@@ -1,4 +1,4 @@
-"""What an open cluster object keeps doing in the background: two loops.
+"""What an open cluster object keeps doing in the background: three loops.
 
 - The **lease loop** (light): every few seconds one call to the scheduler
   plugin renews this client's lease, offers to apply the target and reads
@@ -7,10 +7,19 @@
   still exists, and keeps trying while it does.
 - The **job loop** (heavy): every ``watch-interval`` (or the adaptive
   interval) it has the reconciler look at the jobs and, if this client is
-  the applier, act; it renews the idle jobs' lease at the schedd and asks
-  why jobs wait. Every failure is logged and retried on the next round:
-  neither loop ends before the cluster object closes or the cluster is
-  found gone.
+  the applier, act, and asks why jobs wait.
+- The **schedd lease loop**: every lease / 3 seconds one edit renews the
+  idle jobs' lease at the schedd, whatever the job loop is doing.
+
+Every failure is logged and retried on the next round: no loop ends before
+the cluster object closes or the cluster is found gone. While
+``wait_for_workers()`` follows the job loop (``hurried``), it looks every
+``HURRIED_PERIOD``, or pauses half a look between looks that take longer,
+and the waiter reads what it saw. So a client has at most two calls per cluster
+in a schedd's queue (a look's and a renewal's), a slow schedd is asked
+less often rather than more, and a renewal never waits behind a waiter's
+polls (a client waiting on five clusters let the jobs' lease lapse that
+way).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .jobs import JobStatus
@@ -30,9 +39,12 @@ from .versions import VersionCheck
 
 logger = logging.getLogger(__name__)
 
+# Seconds between the job loop's looks while a wait_for_workers() follows them.
+HURRIED_PERIOD = 1.0
+
 
 class Watcher:
-    """Keeps one cluster object's lease, target and job table current."""
+    """Keeps one cluster object's leases, target and job table current."""
 
     def __init__(
         self,
@@ -59,15 +71,23 @@ class Watcher:
         self.is_applier = False
         self.holds_lease = False
         self.stopped_reason: str | None = None
-        self._schedd_lease_renewed = -math.inf
         self.versions = VersionCheck(link.versions)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # The job loop's rounds, for waiters: how many began and ended, how
+        # the last ended (None: it saw the jobs), and since when the
+        # scheduler has not answered (None: it answered last time).
+        self._rounds_begun = self._rounds_ended = 0
+        self._round_ended = asyncio.Condition()
+        self.round_error: Exception | None = None
+        self.scheduler_silent_since: float | None = None
+        self._hurried = 0
 
     def start(self) -> None:
         self._tasks = [
             asyncio.ensure_future(self._lease_loop()),
             asyncio.ensure_future(self._job_loop()),
+            asyncio.ensure_future(self._schedd_lease_loop()),
         ]
 
     async def stop(self) -> None:
@@ -138,31 +158,86 @@ class Watcher:
     async def _job_loop(self) -> None:
         while True:
             self._wake.clear()
-            try:
-                await self.reconciler.step(act=self.is_applier)
-                await self._renew_schedd_lease()
-                await self.reconciler.tracker.explain_idle()
-                await self.versions.check(len(self.reconciler.tracker.joined))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("Watching the jobs of %s failed; retrying: %r", self.name, exc)
+            self._rounds_begun += 1
+            began = time.monotonic()
+            self.round_error = await self._attempt("Watching the jobs of", self._look)
+            self._rounds_ended += 1
+            async with self._round_ended:
+                self._round_ended.notify_all()
             self._on_change()
-            adaptive = self.reconciler.adaptive
-            period = adaptive.interval if adaptive and self.is_applier else self.watch_interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), period)
+                await asyncio.wait_for(self._wake.wait(), self._period(time.monotonic() - began))
 
-    async def _renew_schedd_lease(self) -> None:
+    async def _look(self) -> None:
+        try:
+            await self.reconciler.step(act=self.is_applier)
+        except TimeoutError:
+            self.scheduler_silent_since = self.scheduler_silent_since or time.monotonic()
+            raise
+        self.scheduler_silent_since = None
+        await self.reconciler.tracker.explain_idle()
+        await self.versions.check(len(self.reconciler.tracker.joined))
+
+    async def _attempt(self, what: str, action: Callable[[], Awaitable[None]]) -> Exception | None:
+        try:
+            await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("%s %s failed; retrying: %r", what, self.name, exc)
+            return exc
+        return None
+
+    def _period(self, last_round: float) -> float:
+        if self._hurried:
+            # A look every HURRIED_PERIOD from start to start; once looks
+            # take longer (a busy schedd), a pause of half a look between
+            # them, so a slow schedd is asked less often.
+            return max(HURRIED_PERIOD - last_round, last_round / 2)
+        adaptive = self.reconciler.adaptive
+        return adaptive.interval if adaptive and self.is_applier else self.watch_interval
+
+    @contextlib.asynccontextmanager
+    async def hurried(self) -> AsyncIterator[None]:
+        """Look every ``HURRIED_PERIOD`` while inside (a waiter follows the jobs)."""
+        self._hurried += 1
+        self._wake.set()
+        try:
+            yield
+        finally:
+            self._hurried -= 1
+
+    async def fresh_look(self) -> None:
+        """Return once a look that began after this call has ended."""
+        wanted = self._rounds_begun + 1
+        async with self._round_ended:
+            await self._round_ended.wait_for(lambda: self._rounds_ended >= wanted)
+
+    async def next_look(self, timeout: float) -> None:
+        """Return when the current look ends, or after ``timeout`` seconds."""
+        async with self._round_ended:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._round_ended.wait(), timeout)
+
+    async def _schedd_lease_loop(self) -> None:
         # Idle and held jobs are removed by the schedd once their lease
         # attribute is past (submit.py); push it out while this client lives.
         # The credentials job is always idle, so there is always one to renew.
-        due = time.monotonic() - self._schedd_lease_renewed >= self.lease / 3
-        if not self.lease or not due:
+        # On its own schedule, not the job loop's: a slow look must not hold
+        # it up, and a look that failed must not skip it.
+        if not self.lease:
             return
+        due = time.monotonic()
+        while True:
+            await self._attempt("Renewing the jobs' lease of", self._renew_schedd_lease)
+            # At a fixed rate: a renewal that waited in the queue does not
+            # push the next one back.
+            due = max(due + self.lease / 3, time.monotonic())
+            await asyncio.sleep(due - time.monotonic())
+
+    async def _renew_schedd_lease(self) -> None:
         tracker = self.reconciler.tracker
         selector = await tracker.selector()
         await tracker.schedd.renew_lease(
             selector.every_job_constraint(JobStatus.IDLE, JobStatus.HELD), self.lease
         )
-        self._schedd_lease_renewed = time.monotonic()
