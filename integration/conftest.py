@@ -16,9 +16,12 @@ import os
 import statistics
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import docker
 import htcondor2
@@ -251,6 +254,21 @@ def wait_healthy(name: str, timeout: float = 120) -> None:
 
 
 # -- the Kubernetes rig (E2E_TARGET=k8s) -------------------------------------
+
+
+# The rig node's address, as the suites running there reach the gateway.
+RIG_NODE_IP = urlsplit(os.environ.get("DASK_GATEWAY__ADDRESS", "")).hostname or ""
+
+
+def plain_http(url: str) -> tuple[int, bytes]:
+    """Status and body of a plain-HTTP GET; (0, the error) if nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError as exc:
+        return 0, repr(exc).encode()
 
 
 def kubectl(*args: str, timeout: float = 120) -> str:

@@ -14,14 +14,15 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import urlsplit
 
 from conftest import (
+    RIG_NODE_IP,
     cluster_objects,
     helm,
     kube_items,
     kubectl,
     nothing_queued,
+    plain_http,
     queue,
     wait_for,
     worker_name_of,
@@ -30,7 +31,6 @@ from htcdaskgateway import HTCGateway
 
 CHART = "/src/charts/htcdaskgateway"
 RELEASES = {"htc": "dask-gateway", "htc-hub": "dask-gateway-hub"}
-NODE_IP = urlsplit(os.environ.get("DASK_GATEWAY__ADDRESS", "")).hostname or ""
 
 
 def api_ca(release: str, namespace: str) -> str:
@@ -165,11 +165,11 @@ def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_fig
         # from the Kubernetes API a moment later.
         # The chart made this release its own CA and certificate.
         ca = api_ca(release, namespace)
-        health = f"https://{NODE_IP}:{web}/api/health"
+        health = f"https://{RIG_NODE_IP}:{web}/api/health"
         wait_for(lambda: answers(health, ca), f"{health} to answer", 60, interval=1)
         gateway = HTCGateway(
-            address=f"https://{NODE_IP}:{web}",
-            proxy_address=f"tls://{NODE_IP}:{tcp}",
+            address=f"https://{RIG_NODE_IP}:{web}",
+            proxy_address=f"tls://{RIG_NODE_IP}:{tcp}",
             htcondor={"api-ca": ca},
         )
         cluster = gateway.new_cluster(htcondor={"worker": {"death-timeout": 10}})
@@ -202,16 +202,6 @@ def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_fig
         kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true")
 
 
-def plain_http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
-
-
 def test_helm_upgrade_from_the_previous_chart_keeps_its_running_cluster(record_figure):
     # The chart as last released (e2e.sh: git archive PREVIOUS_CHART_COMMIT),
     # with its own rig values: plain HTTP, cluster-wide roles, no policies.
@@ -231,10 +221,10 @@ def test_helm_upgrade_from_the_previous_chart_keeps_its_running_cluster(record_f
     assert install.returncode == 0, install.stderr
     gateways: list[HTCGateway] = []
     try:
-        old_address = f"http://{NODE_IP}:{web}"
-        wait_for(lambda: plain_http_status(f"{old_address}/api/health") == 200,
+        old_address = f"http://{RIG_NODE_IP}:{web}"
+        wait_for(lambda: plain_http(f"{old_address}/api/health")[0] == 200,
                  "the previous chart's API over HTTP", 60, interval=1)  # fmt: skip
-        old = HTCGateway(address=old_address, proxy_address=f"tls://{NODE_IP}:{tcp}")
+        old = HTCGateway(address=old_address, proxy_address=f"tls://{RIG_NODE_IP}:{tcp}")
         gateways.append(old)
         cluster = old.new_cluster(shutdown_on_close=False)
         gateways.append(cluster)
@@ -250,18 +240,18 @@ def test_helm_upgrade_from_the_previous_chart_keeps_its_running_cluster(record_f
         )  # fmt: skip
         assert upgrade.returncode == 0, upgrade.stderr
         ca = api_ca(release, namespace)
-        address = f"https://{NODE_IP}:{web}"
+        address = f"https://{RIG_NODE_IP}:{web}"
         wait_for(lambda: answers(f"{address}/api/health", ca), "the API over HTTPS", 120, 1)
         record_figure(
             f"helm upgrade from the previous chart ({os.environ['PREVIOUS_CHART_COMMIT']}) "
             f"to HTTPS and namespaced roles: API back in {time.monotonic() - started:.1f} s"
         )
         # Plain HTTP now matches no route (TLS-only), the API never sees it.
-        assert plain_http_status(f"{old_address}/api/health") == 404
+        assert plain_http(f"{old_address}/api/health")[0] == 404
         # The cluster started under the previous chart runs on: its client
         # computes, and the upgraded gateway lists, scales and stops it.
         assert client.submit(sum, range(100)).result() == 4950
-        new = HTCGateway(address=address, proxy_address=f"tls://{NODE_IP}:{tcp}",
+        new = HTCGateway(address=address, proxy_address=f"tls://{RIG_NODE_IP}:{tcp}",
                          htcondor={"api-ca": ca})  # fmt: skip
         gateways.append(new)
         assert cluster.name in [c.name for c in new.list_clusters()]

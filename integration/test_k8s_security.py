@@ -9,7 +9,6 @@ chart's pods and a scheduler pod run.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import ssl
@@ -24,7 +23,7 @@ import pytest
 import yaml
 
 import htcdaskgateway
-from conftest import kube_items, kubectl, wait_for
+from conftest import RIG_NODE_IP, kube_items, kubectl, plain_http, wait_for
 from htcdaskgateway.settings import HTCondorSettings
 
 RELEASES = {"htc": "dask-gateway", "htc-hub": "dask-gateway-hub"}
@@ -164,7 +163,6 @@ def test_a_scheduler_pod_runs_restricted_without_an_api_token(new_cluster):
     assert cluster.get_client().submit(sum, range(10)).result() == 45
 
 
-NODE_IP = urlsplit(os.environ.get("DASK_GATEWAY__ADDRESS", "")).hostname or ""
 WEB_PORT = urlsplit(os.environ.get("DASK_GATEWAY__ADDRESS", "")).port or 0
 # Runs as root in a capture container on the host's network (the rig's
 # bridge is an interface there): the TCP payload to and from one port, in
@@ -195,17 +193,9 @@ sys.stdout.buffer.write(bytes(out))
 
 
 def test_plain_http_to_the_api_is_refused():
-    connection = http.client.HTTPConnection(NODE_IP, WEB_PORT, timeout=10)
-    try:
-        connection.request("GET", "/api/health")
-        response = connection.getresponse()
-        status, body = response.status, response.read()
-    except (ConnectionError, http.client.HTTPException) as exc:
-        status, body = 0, repr(exc).encode()
-    finally:
-        connection.close()
     # Every route of the web entrypoint is TLS-only: a plain request
     # matches none and never reaches the API.
+    status, body = plain_http(f"http://{RIG_NODE_IP}:{WEB_PORT}/api/health")
     assert (status, body) == (404, b"404 page not found\n")
 
 

@@ -305,3 +305,13 @@ existingSecret or with HTTPS off.
 {{- end -}}
 
 {{- define "htcdg.webScheme" -}}{{ .Values.proxy.https.enabled | ternary "https" "http" }}{{- end -}}
+
+{{/*
+A NetworkPolicy peer, as JSON: the pods of one component of this release
+("namespace", "instance", "component") in their namespace.
+*/}}
+{{- define "htcdg.peer" -}}
+{{- $namespace := dict "matchLabels" (dict "kubernetes.io/metadata.name" .namespace) -}}
+{{- $pods := dict "matchLabels" (dict "gateway.dask.org/instance" .instance "app.kubernetes.io/component" .component) -}}
+{{- toJson (dict "namespaceSelector" $namespace "podSelector" $pods) -}}
+{{- end }}
