@@ -196,3 +196,13 @@ def test_five_waiting_clusters_on_one_slow_schedd_keep_their_jobs_lease():
         times = [started] + [t for t, c in schedd.renewals if f'"{name}"' in c] + [ended]
         gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
         assert max(gaps) < lease, (name, [round(g, 1) for g in gaps])
+
+
+def test_an_idle_jobs_rejection_reason_is_shown_without_the_negotiators_trailing_space():
+    from htcdaskgateway.jobs import JobTracker
+
+    from .fakes import FakeSchedd
+
+    tracker = JobTracker(FakeSchedd(), "gw", "dask-gateway.abc")
+    job = WorkerJob("1.0", JobStatus.IDLE, last_rejection="no match found ")
+    assert tracker.reason(job) == "no match found"

@@ -423,7 +423,8 @@ class JobTracker:
             return job.hold_reason or ""
         if job.status is JobStatus.IDLE:
             known = self._idle_reasons.get(_transaction(job.job_id))
-            return (known[1] if known else "") or job.last_rejection or ""
+            # The negotiator's own text ends in a space ("no match found ").
+            return (known[1] if known else "") or (job.last_rejection or "").strip()
         return ""
 
 
