@@ -380,3 +380,27 @@ def test_idle_and_held_jobs_lease_is_pushed_out_on_the_schedds_clock():
             assert abs(expiry - (schedd.schedd_time() + 3)) < 2
 
     run(body())
+
+
+def test_the_jobs_lease_is_renewed_only_while_the_scheduler_answers():
+    """A cluster whose scheduler is gone (its gateway uninstalled) leaves its
+    idle jobs to lapse, even while the cluster object stays open; renewals
+    resume when the scheduler answers again."""
+
+    async def body():
+        schedd, link, reconciler = make()
+        await link.set_target("alice", target_to_wire(ScaleTarget(1)), 5)
+        watcher = _watcher(reconciler, link, "alice", lease=0.6)  # renewals every 0.2 s
+        watcher.start()
+        await asyncio.sleep(0.5)
+        link.unreachable = True
+        await asyncio.sleep(0.3)  # the lease loop has failed at least once
+        renewed = len(schedd.renewals)
+        await asyncio.sleep(0.6)
+        assert len(schedd.renewals) == renewed, "renewed for a scheduler that does not answer"
+        link.unreachable = False
+        await asyncio.sleep(0.6)
+        await watcher.stop()
+        assert len(schedd.renewals) > renewed, "not renewed once the scheduler answered again"
+
+    run(body())

@@ -82,6 +82,7 @@ class Watcher:
         self.round_error: Exception | None = None
         self.scheduler_silent_since: float | None = None
         self._hurried = 0
+        self.scheduler_answers = True  # it answered the lease loop's last call
 
     def start(self) -> None:
         self._tasks = [
@@ -105,6 +106,7 @@ class Watcher:
         """One lease renewal; raises if the scheduler does not answer in time."""
         ttl = self.lease if self.lease else (0 if self.holds_lease else None)
         reply = await self.link.renew(self.token, ttl=ttl, apply_ttl=self.apply_ttl)
+        self.scheduler_answers = True
         self.holds_lease = bool(self.lease)
         self.follow(reply)
         return reply
@@ -133,6 +135,7 @@ class Watcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.scheduler_answers = False
                 logger.warning("Cannot reach the scheduler of %s: %r", self.name, exc)
                 if await self._gone():
                     return
@@ -224,12 +227,16 @@ class Watcher:
         # attribute is past (submit.py); push it out while this client lives.
         # The credentials job is always idle, so there is always one to renew.
         # On its own schedule, not the job loop's: a slow look must not hold
-        # it up, and a look that failed must not skip it.
+        # it up, and a look that failed must not skip it. Only while the
+        # cluster's scheduler answers: the jobs of a cluster whose scheduler
+        # is gone (its gateway uninstalled) lapse even if this object stays
+        # open, and one that comes back within a lease finds them queued.
         if not self.lease:
             return
         due = time.monotonic()
         while True:
-            await self._attempt("Renewing the jobs' lease of", self._renew_schedd_lease)
+            if self.scheduler_answers:
+                await self._attempt("Renewing the jobs' lease of", self._renew_schedd_lease)
             # At a fixed rate: a renewal that waited in the queue does not
             # push the next one back.
             due = max(due + self.lease / 3, time.monotonic())
