@@ -498,7 +498,9 @@ class HTCGatewayCluster(GatewayCluster):
         # waiter asks neither the schedd nor the scheduler itself.
         async with watcher.hurried():
             try:
-                await self._first_look(watcher, deadline)
+                # A look that began after the call, so a scale() just made is seen.
+                limit = None if deadline is None else max(deadline - time.monotonic(), 0)
+                await watcher.fresh_look(limit)
                 while True:
                     joined, state, jobs = self._what_the_watcher_saw(watcher, reconciler)
                     failure = self._failure_message()
@@ -529,12 +531,6 @@ class HTCGatewayCluster(GatewayCluster):
                     await watcher.next_look(timeout=PROGRESS_PERIOD)
             finally:
                 progress.done()
-
-    async def _first_look(self, watcher: Watcher, deadline: float | None) -> None:
-        # A look that began after the call, so a scale() just made is seen.
-        limit = None if deadline is None else max(deadline - time.monotonic(), 0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(watcher.fresh_look(), limit)
 
     def _what_the_watcher_saw(
         self, watcher: Watcher, reconciler: Reconciler

@@ -168,8 +168,9 @@ class Watcher:
             async with self._round_ended:
                 self._round_ended.notify_all()
             self._on_change()
+            period = self._job_period(time.monotonic() - began)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._period(time.monotonic() - began))
+                await asyncio.wait_for(self._wake.wait(), period)
 
     async def _look(self) -> None:
         try:
@@ -191,7 +192,7 @@ class Watcher:
             return exc
         return None
 
-    def _period(self, last_round: float) -> float:
+    def _job_period(self, last_round: float) -> float:
         if self._hurried:
             # A look every HURRIED_PERIOD from start to start; once looks
             # take longer (a busy schedd), a pause of half a look between
@@ -210,11 +211,14 @@ class Watcher:
         finally:
             self._hurried -= 1
 
-    async def fresh_look(self) -> None:
-        """Return once a look that began after this call has ended."""
+    async def fresh_look(self, timeout: float | None = None) -> None:
+        """Return once a look that began after this call has ended, or after ``timeout`` s."""
         wanted = self._rounds_begun + 1
         async with self._round_ended:
-            await self._round_ended.wait_for(lambda: self._rounds_ended >= wanted)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._round_ended.wait_for(lambda: self._rounds_ended >= wanted), timeout
+                )
 
     async def next_look(self, timeout: float) -> None:
         """Return when the current look ends, or after ``timeout`` seconds."""
