@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import docker
 import htcondor2
 import pytest
+from dask_gateway import GatewayClusterError
 from dask_gateway.auth import JupyterHubAuth
 from docker.models.containers import Container
 
@@ -177,7 +178,13 @@ def new_cluster(gateway: HTCGateway) -> Iterator[Callable[[], HTCGatewayCluster]
 
     def start(**kwargs: object) -> HTCGatewayCluster:
         started = time.monotonic()
-        cluster = gateway.new_cluster(**kwargs)
+        try:
+            cluster = gateway.new_cluster(**kwargs)
+        except GatewayClusterError as exc:
+            if TARGET != "k8s":
+                raise
+            # The client only has "see logs"; the controller's log says why.
+            raise GatewayClusterError(f"{exc}\n{scheduler_exits()}") from exc
         _NEW_CLUSTER_SECONDS.append(time.monotonic() - started)
         clusters.append(cluster)
         return cluster
@@ -279,6 +286,18 @@ def kubectl(*args: str, timeout: float = 120) -> str:
     if result.returncode != 0:
         pytest.fail(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout
+
+
+def scheduler_exits() -> str:
+    """What the rig's controllers logged about schedulers that stopped on their own."""
+    lines = []
+    for namespace, release in (("dask-gateway", "htc"), ("dask-gateway-hub", "htc-hub")):
+        log = subprocess.run(
+            ["kubectl", "logs", f"deploy/{release}-htcdaskgateway-controller", "-n", namespace],
+            capture_output=True, text=True, timeout=60, check=False,
+        ).stdout  # fmt: skip
+        lines += [line for line in log.splitlines() if "failed: its scheduler stopped" in line]
+    return "\n".join(lines) or "(the controllers logged no scheduler exit)"
 
 
 def kube_items(kind: str, namespace: str, selector: str | None = None) -> list[dict]:

@@ -1,16 +1,19 @@
 """Kubernetes-side faults under a running cluster (E2E_TARGET=k8s).
 
-The scheduler pod deleted, the gateway API's Deployment restarted, the
-proxy (Traefik) restarted: each test says what the analyst sees and checks
-that nothing is lost or left running.
+The scheduler pod deleted, the scheduler process killed, the gateway API's
+Deployment restarted, the proxy (Traefik) restarted: each test says what
+the analyst (or the operator) sees and checks that nothing is lost or left
+running.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import dask.array as da
+import docker
 import pytest
 from dask_gateway import GatewayClusterError
 
@@ -62,6 +65,46 @@ def test_scheduler_pod_deleted_the_client_says_so_and_the_jobs_leave(
     assert cluster.name in message
     with pytest.raises(GatewayClusterError, match="stopped elsewhere"):
         cluster.scale(3)
+    wait_for(lambda: not cluster_objects(cluster.name)["pods"], "no scheduler pod", 60)
+
+
+# Run on the rig's node (kubectl exec cannot enter the rig's pods): SIGKILL
+# the scheduler process of the cluster named in argv[1], found by the
+# cluster name in its environment; not tini, which holds the same one.
+KILL_SCHEDULER = """
+import os, signal, sys
+mark = ("DASK_GATEWAY_CLUSTER_NAME=" + sys.argv[1]).encode()
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\\0")
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().split(b"\\0")
+    except OSError:
+        continue
+    if mark in environ and b"scheduler" in command and not command[0].endswith(b"tini"):
+        os.kill(int(pid), signal.SIGKILL)
+        print(pid)
+"""
+
+
+def test_scheduler_killed_the_controller_log_says_why(new_cluster, record_figure):
+    cluster = new_cluster()
+    (node,) = docker.from_env().containers.list(filters={"name": os.environ["RIG_NODE"]})
+    status, output = node.exec_run(["python3", "-c", KILL_SCHEDULER, cluster.name])
+    assert status == 0 and len(output.split()) == 1, output
+
+    def report() -> list[str]:
+        log = kubectl("logs", f"deploy/{RELEASE}-htcdaskgateway-controller", "-n", NAMESPACE)
+        return [line for line in log.splitlines() if f"Cluster {cluster.name} failed" in line]
+
+    # Upstream deletes the pod in the step that marks the cluster failed: the
+    # operator has only this line to go on.
+    (line,) = wait_for(report, "the controller to report the scheduler's exit", 60)
+    record_figure(f"scheduler SIGKILLed: the controller said {line.split(' failed: ', 1)[1]!r}")
+    assert "exit code 137 (SIGKILL)" in line
+    # Its last log lines (the termination message), which the pod took with it.
+    assert "its last words:" in line and "distributed." in line
     wait_for(lambda: not cluster_objects(cluster.name)["pods"], "no scheduler pod", 60)
 
 

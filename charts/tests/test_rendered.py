@@ -129,6 +129,8 @@ def test_scheduler_pods_locked_down_too(rendered: Rendered) -> None:
     assert pod["pod"]["automountServiceAccountToken"] is False
     assert pod["container"]["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert pod["container"]["securityContext"]["readOnlyRootFilesystem"] is True
+    # A failed scheduler's last log lines outlive its pod in the controller's log.
+    assert pod["container"]["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
 def test_deployments_roll_on_config_change(rendered: Rendered) -> None:

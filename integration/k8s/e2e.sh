@@ -104,7 +104,7 @@ git archive "$PREVIOUS_CHART_COMMIT" charts/htcdaskgateway charts/ci/rig-values.
 ANALYST_RUN_ARGS="-v $bin/kubectl:/usr/local/bin/kubectl:ro -v $bin/helm:/usr/local/bin/helm:ro
   -v $STATE/analyst.conf:/run/htcdaskgateway/kubeconfig:ro
   -e KUBECONFIG=/run/htcdaskgateway/kubeconfig -e HELM_CACHE_HOME=/tmp/helm -e HELM_CONFIG_HOME=/tmp/helm
-  -e E2E_TARGET=k8s -e DASK_GATEWAY__AUTH__KWARGS__PASSWORD -e RIG_BRIDGE
+  -e E2E_TARGET=k8s -e DASK_GATEWAY__AUTH__KWARGS__PASSWORD -e RIG_BRIDGE -e RIG_NODE
   -v $previous_chart/charts:/run/htcdaskgateway/previous-charts:ro -e PREVIOUS_CHART_COMMIT
   -v $api_ca:/run/htcdaskgateway/api-ca.pem:ro -e DASK_GATEWAY__HTCONDOR__API_CA=/run/htcdaskgateway/api-ca.pem
   -e DASK_GATEWAY__ADDRESS=https://$RIG_NODE_IP:30080 -e DASK_GATEWAY__PROXY_ADDRESS=tls://$RIG_NODE_IP:30786
@@ -117,10 +117,15 @@ scripts/pytest-in-analyst $TESTS || rc=$?
 if [ $rc != 0 ]; then
   log "failed: cluster state"
   "$rig" kubectl get pods,daskclusters -A -o wide || true
+  "$rig" kubectl get events -A --field-selector type=Warning --sort-by=.lastTimestamp \
+    | grep -v 'Readiness probe failed' | tail -n 20 || true
   for ns_release in dask-gateway/htc dask-gateway-hub/htc-hub; do
     for c in api controller proxy; do
       "$rig" kubectl -n "${ns_release%/*}" logs "deploy/${ns_release#*/}-htcdaskgateway-$c" --tail 40 || true
     done
+    # Every scheduler that stopped on its own, with its exit (namespaced_kube.py).
+    "$rig" kubectl -n "${ns_release%/*}" logs "deploy/${ns_release#*/}-htcdaskgateway-controller" \
+      | grep 'failed: its scheduler stopped' || true
   done
 fi
 log "pytest exited $rc; the Kubernetes suites took $((SECONDS - t_install))s, ${SECONDS}s in all"

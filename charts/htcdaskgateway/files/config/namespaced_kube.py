@@ -12,12 +12,20 @@ exactly those three list calls into their namespaced forms. Every other
 call they make already names its namespace. With `watch_namespace` empty
 the clients are left as they are (the chart's `rbac.clusterWide: true`).
 
+The controller also says why a scheduler stopped (`SchedulerExitReport`):
+upstream marks the cluster failed and deletes the scheduler pod in the same
+step, logging only that it "terminated", so the exit code, the kill reason
+(OOMKilled) and the scheduler's last words were gone before an operator
+could look.
+
 The API server loads `NamespacedKubeBackend` by name from the chart's
 config; the controller runs this file as its main program.
 """
 
 from __future__ import annotations
 
+import signal
+from collections import OrderedDict
 from typing import Any
 
 from dask_gateway_server.backends.kubernetes.backend import KubeBackend
@@ -93,12 +101,86 @@ class WatchNamespace(Configurable):
         self.__dict__["_custom_client"] = self._namespaced(client)
 
 
+SCHEDULER_CONTAINER = "dask-scheduler"
+LAST_WORDS = 10  # log lines of a failed scheduler kept in the report
+SIGNAL_NAMES = {int(sig): sig.name for sig in signal.Signals}
+# Clusters already reported: until the informer sees the Failed phase the
+# controller handles a failed cluster again (and then finds its pod deleted).
+REPORTED_MAX = 1000
+
+
+def scheduler_exit(pod: dict[str, Any] | None) -> str:
+    """Why a scheduler pod's container stopped, from the pod as the informer last saw it."""
+    if pod is None:
+        return "its pod is gone (deleted, or never seen)"
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return "its pod was deleted"
+    status = pod.get("status", {})
+    for container in status.get("containerStatuses", ()):
+        if container.get("name") != SCHEDULER_CONTAINER:
+            continue
+        ended = container.get("state", {}).get("terminated")
+        if not ended:
+            break
+        code = ended.get("exitCode")
+        said = f"{ended.get('reason') or 'exited'}, exit code {code}"
+        if isinstance(code, int) and code > 128 and code - 128 in SIGNAL_NAMES:
+            said += f" ({SIGNAL_NAMES[code - 128]})"
+        # The container's termination message: the last log lines of a
+        # failed scheduler (terminationMessagePolicy FallbackToLogsOnError),
+        # folded into the one log line an operator greps for.
+        lines = (ended.get("message") or "").strip().splitlines()[-LAST_WORDS:]
+        return f"{said}; its last words: {' | '.join(lines)}" if lines else said
+    reason = status.get("reason") or status.get("phase", "unknown")
+    return f"pod {reason}: {status.get('message', 'no message')}"
+
+
+class SchedulerExitReport:
+    """Logs, for each cluster the controller marks failed, why its scheduler stopped."""
+
+    log: Any
+    informers: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reported: OrderedDict[str, None] = OrderedDict()
+
+    async def handle_pending_cluster(self, cluster: dict[str, Any]) -> Any:
+        return await self._reporting_exit(super().handle_pending_cluster, cluster)  # type: ignore[misc]
+
+    async def handle_running_cluster(self, cluster: dict[str, Any]) -> Any:
+        return await self._reporting_exit(super().handle_running_cluster, cluster)  # type: ignore[misc]
+
+    async def _reporting_exit(self, handle: Any, cluster: dict[str, Any]) -> Any:
+        namespace = cluster["metadata"]["namespace"]
+        name = cluster["metadata"]["name"]
+        # Before the handler, which deletes the pod of a failed cluster.
+        pod = self._scheduler_pod(namespace, cluster.get("status", {}))
+        status, requeue = await handle(cluster)
+        key = f"{namespace}.{name}"
+        if status is not None and status.get("phase") == "Failed" and key not in self._reported:
+            self._reported[key] = None
+            while len(self._reported) > REPORTED_MAX:
+                self._reported.popitem(last=False)
+            pod = pod or self._scheduler_pod(namespace, status)
+            why = scheduler_exit(pod)
+            self.log.warning("Cluster %s failed: its scheduler stopped: %s", key, why)
+        return status, requeue
+
+    def _scheduler_pod(self, namespace: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        pod_name = status.get("schedulerPod")
+        if not pod_name:
+            return None
+        pod: dict[str, Any] | None = self.informers["pod"].get(f"{namespace}.{pod_name}")
+        return pod
+
+
 class NamespacedKubeBackend(WatchNamespace, KubeBackend):
     """The gateway API's backend, needing only a namespaced Role."""
 
 
-class NamespacedKubeController(WatchNamespace, KubeController):
-    """The controller, needing only a namespaced Role."""
+class NamespacedKubeController(SchedulerExitReport, WatchNamespace, KubeController):
+    """The controller, needing only a namespaced Role, and saying why schedulers stop."""
 
 
 if __name__ == "__main__":
