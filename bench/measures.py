@@ -231,6 +231,59 @@ def p2_ours(n: int) -> float:
         return time.monotonic() - started
 
 
+def p2_floor(n: int) -> float:
+    """Submit ``n`` bare jobs that cannot start in one transaction until all are queued."""
+    description = htcondor2.Submit(
+        {
+            "executable": "/bin/sleep",
+            "arguments": "600",
+            "requirements": NEVER_STARTS,
+            "batch_name": "bench-p2-floor",
+            "initialdir": "/tmp",
+            "leave_in_queue": "false",
+        }
+    )
+    schedd = _schedd()
+    started = time.monotonic()
+    result = schedd.submit(description, count=n)
+    constraint = f"ClusterId == {result.cluster()}"
+    _until(lambda: _count(constraint), n, "p2 floor")
+    took = time.monotonic() - started
+    schedd.act(htcondor2.JobAction.Remove, constraint, "benchmark done")
+    _until_empty(constraint, "p2 floor cleanup")
+    return took
+
+
+def _timed_import() -> tuple[float, float]:
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import distributed"], check=True)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def import_floor(times: int) -> list[tuple[float, float]]:
+    """Wall and CPU seconds of a fresh ``python -c "import distributed"`` inside a worker job.
+
+    The least any dask worker process spends before it can even start,
+    in the workers' own environment (their Python, their job's sandbox).
+    """
+    with ours() as cluster:
+        cluster.scale(1)
+        client = cluster.get_client()
+        client.wait_for_workers(1, timeout=JOB_TIMEOUT)
+        (worker,) = client.scheduler_info(n_workers=-1)["workers"]
+        tries = [client.run(_timed_import, workers=[worker])[worker] for _ in range(times)]
+        client.close()
+        return [(float(wall), float(cpu)) for wall, cpu in tries]
+
+
 def p2_jobqueue(n: int) -> float:
     with jobqueue(requirements=NEVER_STARTS) as (cluster, constraint):
         started = time.monotonic()

@@ -50,6 +50,9 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "all": values}
 
 
+N1_REPEATS = 5
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         print(f"P1 N={n}", file=sys.stderr)
         runs = interleaved(
-            repeats, f"N={n}",
+            # N=1's target (within 0.6 s of the floor) is a median of >= 5.
+            max(repeats, N1_REPEATS) if n == 1 and not args.smoke else repeats, f"N={n}",
             {
                 "floor": lambda n=n: measures.floor(n),
                 "ours": lambda n=n: measures.p1_ours(n),
@@ -93,9 +97,17 @@ def main(argv: list[str] | None = None) -> int:
             "jobqueue": measures.phases_jobqueue(n),
         }
 
+    print("import floor: python -c 'import distributed'", file=sys.stderr)
+    floors = measures.import_floor(1 if args.smoke else 5)
+    results["import_floor"] = {
+        "wall": summary([wall for wall, _ in floors]),
+        "cpu": summary([cpu for _, cpu in floors]),
+    }
+
     print(f"P2 scale({scale_call_n}) call", file=sys.stderr)
     results["p2"] = {
         "n": scale_call_n,
+        "floor": summary(repeat(repeats, "floor", lambda: measures.p2_floor(scale_call_n))),
         "ours": summary(repeat(repeats, "ours", lambda: measures.p2_ours(scale_call_n))),
         "jobqueue": summary(
             repeat(repeats, "dask-jobqueue", lambda: measures.p2_jobqueue(scale_call_n))
@@ -174,11 +186,19 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"{n:>4} {cells} {_ratio(row['ours']['median'], row['jobqueue']['median']):>12}"
         )
+    floor = results["import_floor"]
+    lines += [
+        "",
+        "A dask worker's least start: `python -c 'import distributed'` run in a worker job "
+        f"(median): {floor['wall']['median']:.2f} s, {floor['cpu']['median']:.2f} CPU s",
+    ]
     p2 = results["p2"]
     lines += [
         "",
-        f"P2 scale({p2['n']}) call until all jobs are queued (s, min / median)",
-        f"  ours {p2['ours']['min']:.2f} / {p2['ours']['median']:.2f}   "
+        f"P2 scale({p2['n']}) call until all jobs are queued (s, min / median; floor: the "
+        "same number of bare jobs submitted in one transaction)",
+        f"  floor {p2['floor']['min']:.2f} / {p2['floor']['median']:.2f}   "
+        f"ours {p2['ours']['min']:.2f} / {p2['ours']['median']:.2f}   "
         f"dask-jobqueue {p2['jobqueue']['min']:.2f} / {p2['jobqueue']['median']:.2f}   "
         f"ours/jq {_ratio(p2['ours']['median'], p2['jobqueue']['median'])}",
     ]
@@ -219,6 +239,24 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _n1_limit(results: dict[str, Any]) -> str:
+    """Why ours - floor at N=1 stays above 0.6 s: a worker's own start, measured."""
+    phase = results["phases"].get(1, {})
+
+    def start_to_registered(who: str) -> float:
+        row = phase.get(who) or {}
+        return (row.get("registered") or 0.0) - (row.get("process started") or 0.0)
+
+    floor = results["import_floor"]
+    return (
+        f"           limit: a worker process takes {start_to_registered('ours'):.2f} s (ours) / "
+        f"{start_to_registered('jobqueue'):.2f} s (jq) from its start to its registration "
+        f"(phases), after its job runs; `import distributed` alone takes "
+        f"{floor['wall']['median']:.2f} s ({floor['cpu']['median']:.2f} CPU s) here, so any "
+        f"dask worker lands >= {floor['wall']['median']:.2f} s after the floor's bare job"
+    )
+
+
 def targets(results: dict[str, Any]) -> str:
     """Each of issue 14's targets with its figure; for a missed one, the measured limit."""
     lines = [f"Targets (this machine: {os.cpu_count()} cores)"]
@@ -256,11 +294,20 @@ def targets(results: dict[str, Any]) -> str:
             )
         if n == 1:
             check(o - f <= 0.6, f"P1 N=1: ours - floor {o - f:.2f} s <= 0.6 s")
+            if o - f > 0.6:
+                lines.append(_n1_limit(results))
     p2 = results["p2"]
     check(
         p2["ours"]["median"] <= 0.1,
         f"P2 scale({p2['n']}) queued in {p2['ours']['median']:.2f} s <= 0.1 s",
     )
+    if p2["ours"]["median"] > 0.1:
+        lines.append(
+            f"           limit: the schedd alone takes {p2['floor']['median']:.2f} s (median) to "
+            f"queue {p2['n']} bare jobs in one transaction; ours adds "
+            f"{p2['ours']['median'] - p2['floor']['median']:.2f} s (the target stored at the "
+            "scheduler through the proxy, the call to the client's HTCondor helper process)"
+        )
     p6 = results["p6"]
     grew = p6["client_rss_after_mb"] - p6["client_rss_before_mb"]
     check(
