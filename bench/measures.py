@@ -254,32 +254,32 @@ def p2_floor(n: int) -> float:
     return took
 
 
-def _timed_import() -> tuple[float, float]:
-    import resource
-    import subprocess
-    import sys
-    import time
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import distributed"], check=True)
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
 def import_floor(times: int) -> list[tuple[float, float]]:
     """Wall and CPU seconds of a fresh ``python -c "import distributed"`` inside a worker job.
 
     The least any dask worker process spends before it can even start,
     in the workers' own environment (their Python, their job's sandbox).
     """
+
+    def timed_import() -> tuple[float, float]:  # nested: the worker cannot import this module
+        import resource
+        import subprocess
+        import sys
+        import time
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import distributed"], check=True)
+        wall = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
     with ours() as cluster:
         cluster.scale(1)
         client = cluster.get_client()
         client.wait_for_workers(1, timeout=JOB_TIMEOUT)
         (worker,) = client.scheduler_info(n_workers=-1)["workers"]
-        tries = [client.run(_timed_import, workers=[worker])[worker] for _ in range(times)]
+        tries = [client.run(timed_import, workers=[worker])[worker] for _ in range(times)]
         client.close()
         return [(float(wall), float(cpu)) for wall, cpu in tries]
 
