@@ -120,10 +120,20 @@ def breakdown(
     return result
 
 
+def median_of(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Each phase's median over several runs (a phase missing in a run is left out)."""
+    result: dict[str, float | None] = {}
+    for column in COLUMNS:
+        seen = [value for run in runs if (value := run.get(column)) is not None]
+        result[column] = statistics.median(seen) if seen else None
+    return result
+
+
 def table(rows: dict[int, dict[str, dict[str, float | None]]]) -> str:
     """Median seconds since scale() at which each phase is reached, per N and contender."""
     lines = [
-        "Phases of scale(N): median seconds since the call at which jobs/workers reached each;",
+        "Phases of scale(N): median seconds since the call at which jobs/workers reached each",
+        "(each run's median over its jobs, then the median over the runs);",
         "worker cpu: median CPU seconds of a worker process from its start to registration",
         f"{'N':>4} {'who':<9} " + " ".join(f"{phase:>15}" for phase in COLUMNS),
     ]
