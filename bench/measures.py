@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import threading
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -142,19 +143,33 @@ def schedd_asked(constraint: str) -> Iterator[None]:
     are timed at their scheduler: each P1 run of theirs gets the same
     question about its jobs, so that no contender's schedd sleeps longer.
     """
-    stop = threading.Event()
-
-    def ask() -> None:
-        while not stop.wait(POLL):
-            _count(constraint, status=2)
-
-    thread = threading.Thread(target=ask, daemon=True)
-    thread.start()
+    # A process of its own: dask-jobqueue's scheduler runs in this one, and
+    # the bindings' calls would take turns with it for the GIL.
+    asker = subprocess.Popen(
+        [sys.executable, "-c", _ASK_SCHEDD, constraint, str(POLL)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
+        assert asker.stdout is not None
+        asker.stdout.readline()  # its first question is answered: it is asking
         yield
     finally:
-        stop.set()
-        thread.join()
+        asker.terminate()
+        asker.wait()
+
+
+_ASK_SCHEDD = """
+import sys, time
+import htcondor2
+schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+constraint, poll = sys.argv[1], float(sys.argv[2])
+schedd.query(constraint, projection=["JobStatus"])
+print("asking", flush=True)
+while True:
+    time.sleep(poll)
+    schedd.query(constraint, projection=["JobStatus"])
+"""
 
 
 def floor(n: int) -> Run:
