@@ -62,6 +62,15 @@ def test_scale_two_workers_tied_to_jobs_and_compute(new_cluster, record_figure):
     names = worker_names(client)
     assert names == jobs, "each worker is named after its job and schedd"
 
+    def worker_dask_config() -> tuple[str, str]:
+        import dask
+
+        get = dask.config.get
+        return get("distributed.admin.tick.interval"), get("distributed.worker.profile.interval")
+
+    # gateway.htcondor.worker.dask-config's defaults, through the jobs' environment.
+    assert set(client.run(worker_dask_config).values()) == {("200ms", "100ms")}
+
     results = where_tasks_ran(client, 40)
     assert [r for r, _ in results] == [i * i for i in range(40)]
     assert {w for _, w in results} <= names

@@ -47,7 +47,8 @@ def test_credentials_travel_as_files_only_from_the_credentials_jobs_spool():
     text = repr(description)
     assert "BEGIN" not in text
     assert cert not in text and key not in text
-    assert "environment" not in description
+    # The environment carries the workers' dask config only, never TLS settings.
+    assert "TLS" not in description.get("environment", "")
 
 
 def test_credentials_job_spools_the_files_and_never_runs():
@@ -166,3 +167,44 @@ def test_extra_directives_cannot_override_what_keeps_jobs_owned_leased_and_secre
 def test_extra_attributes_cannot_take_htcdaskgateways_own_names():
     with pytest.raises(SettingError, match=r"attributes\.HTCDaskGatewayCluster may not be set"):
         describe(submit={"attributes": {"HTCDaskGatewayCluster": '"other"'}})
+
+
+def test_worker_dask_config_reaches_the_job_as_dask_environment_variables():
+    shipped = describe()
+    assert shipped["environment"] == (
+        '"DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=200ms '
+        'DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL=100ms"'
+    )
+    described = describe(
+        worker={
+            "dask-config": {
+                "distributed.admin.tick.interval": None,
+                "distributed.worker.memory.target": 0.7,
+                "distributed.scheduler.work-stealing": False,
+                "distributed.worker.preload-argv": "a b",
+            }
+        }
+    )
+    assert described["environment"] == (
+        '"DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL=100ms '
+        "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET=0.7 "
+        "DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING=False "
+        "'DASK_DISTRIBUTED__WORKER__PRELOAD_ARGV=a b'\""
+    )
+    no_config = describe(
+        worker={
+            "dask-config": {
+                "distributed.admin.tick.interval": None,
+                "distributed.worker.profile.interval": None,
+            }
+        }
+    )
+    assert "environment" not in no_config
+
+
+@pytest.mark.parametrize(
+    "config", [{"tick": "200ms"}, {"distributed.admin tick": 1}, {"distributed.x": [1]}]
+)
+def test_worker_dask_config_refuses_what_is_no_dotted_key_and_scalar(config):
+    with pytest.raises(SettingError, match=r"gateway\.htcondor\.worker\.dask-config"):
+        describe(worker={"dask-config": config})

@@ -27,7 +27,7 @@ PREFIX = "gateway.htcondor"
 UNIVERSES = ("vanilla", "container", "docker")
 # Sections whose keys are the user's own names (submit commands, ClassAd
 # attributes), kept exactly as written.
-_OPEN_MAPPINGS = ("extra-directives", "attributes")
+_OPEN_MAPPINGS = ("extra-directives", "attributes", "dask-config")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class WorkerSettings:
     universe: str
     image: str | None
     extra_args: tuple[str, ...]
+    dask_config: tuple[tuple[str, str], ...]  # dotted dask config key, value
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class HTCondorSettings:
                 universe=_choice(worker["universe"], "worker.universe", UNIVERSES),
                 image=_optional_str(worker["image"], "worker.image"),
                 extra_args=_str_list(worker["extra-args"], "worker.extra-args"),
+                dask_config=_dask_config(worker["dask-config"]),
             ),
             submit=SubmitSettings(
                 batch_name=_batch_name(submit["batch-name"]),
@@ -286,6 +288,25 @@ def _directives(value: object) -> tuple[tuple[str, str], ...]:
                 "worker jobs owned, leased and free of secrets (worker settings cover the "
                 "executable and its arguments)"
             )
+        items.append((key, str(item)))
+    return tuple(items)
+
+
+_DASK_KEY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+")
+
+
+def _dask_config(value: object) -> tuple[tuple[str, str], ...]:
+    setting = "worker.dask-config"
+    if not isinstance(value, Mapping):
+        raise _fail(setting, 'a mapping of dask config keys to values ("a.b.c": 1)', value)
+    items = []
+    for key, item in value.items():
+        if item is None:
+            continue  # a shipped default taken back: dask's own applies
+        if not isinstance(key, str) or not _DASK_KEY.fullmatch(key):
+            raise _fail(setting, 'dotted dask config keys ("distributed.admin.tick.interval")', key)
+        if not isinstance(item, str | int | float | bool):
+            raise _fail(f"{setting}.{key}", "a string, number or boolean", item)
         items.append((key, str(item)))
     return tuple(items)
 

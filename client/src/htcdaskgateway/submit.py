@@ -104,6 +104,11 @@ def worker_job_description(
         "request_memory": str(math.ceil(worker.memory / 2**20)),
         "request_disk": str(math.ceil(worker.disk / 2**10)),
     }
+    if worker.dask_config:
+        # HTCondor's environment takes the arguments' quoting ("new" syntax).
+        description["environment"] = quote_arguments(
+            [f"{dask_environment_name(key)}={value}" for key, value in worker.dask_config]
+        )
     if worker.image:
         image_command = "docker_image" if worker.universe == "docker" else "container_image"
         description[image_command] = worker.image
@@ -190,6 +195,15 @@ def _removal_expression(settings: HTCondorSettings) -> str:
         limit = lifetime + settings.worker.kill_timeout
         rules.append(f"(JobStatus == 2 && time() - EnteredCurrentStatus > {limit})")
     return " || ".join(rules)
+
+
+def dask_environment_name(key: str) -> str:
+    """The environment variable dask reads ``key`` from.
+
+    >>> dask_environment_name("distributed.admin.tick.interval")
+    'DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL'
+    """
+    return "DASK_" + key.upper().replace(".", "__").replace("-", "_")
 
 
 def quote_arguments(args: Sequence[str]) -> str:
