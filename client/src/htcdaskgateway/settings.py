@@ -26,7 +26,7 @@ from .errors import SettingError
 PREFIX = "gateway.htcondor"
 UNIVERSES = ("vanilla", "container", "docker")
 # Sections whose keys are the user's own names (submit commands, ClassAd
-# attributes), kept exactly as written.
+# attributes, dask config keys), kept exactly as written.
 _OPEN_MAPPINGS = ("extra-directives", "attributes", "dask-config")
 
 
