@@ -1,9 +1,11 @@
 """Where the time from ``scale(N)`` to N connected workers goes.
 
 For each job: when it was first in the queue, when it was first idle (for
-ours: its input spooled, the hold released), when it first ran; for each
-worker: when its process started (``psutil`` on the worker) and when the
-scheduler registered it (the scheduler's "add-worker" event). The queue is
+ours: its input spooled, the hold released), when it first ran (the schedd
+started its shadow), when it began executing (its input in the sandbox,
+the starter about to run it: the pool's event log); for each worker: when
+its process started (``psutil`` on the worker) and when the scheduler
+registered it (the scheduler's "add-worker" event). The queue is
 polled every ``POLL`` seconds from a thread, which adds load to the schedd:
 phase runs are separate from the timed P1 runs. Everything here runs on
 one machine, so all clocks are the same clock.
@@ -11,18 +13,27 @@ one machine, so all clocks are the same clock.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import htcondor2
 import psutil
 from distributed import Client
 
 POLL = 0.02
-PHASES = ("scale returned", "queued", "idle", "running", "process started", "registered")
+PHASES = (
+    "scale returned", "queued", "idle", "running", "executing", "process started", "registered",
+)  # fmt: skip
+# The pool's job event log as the analyst container mounts it
+# (docker-compose.yml); the test pool writes its times to the millisecond.
+EVENT_LOG = Path(os.environ.get("BENCH_POOL_EVENT_LOG", "/pool-log/EventLog"))
 COLUMNS = (*PHASES, "worker cpu")
 
 
@@ -57,6 +68,28 @@ class QueueWatch:
                 if state:
                     times.setdefault(state, now)
             self._stop.wait(POLL)
+
+
+def executing_times(jobs: Iterable[str]) -> list[float]:
+    """Epoch seconds each of ``jobs`` ("cluster.proc") first began executing.
+
+    From the pool's event log: its execute event is written once the job's
+    input files are in its sandbox, as the starter runs the job. The test
+    pool writes event times in UTC to the millisecond
+    (integration/pool/test-pool.conf); a pool without its event log gives none.
+    """
+    wanted = set(jobs)
+    if not EVENT_LOG.exists():
+        return []
+    first: dict[str, float] = {}
+    for event in htcondor2.JobEventLog(str(EVENT_LOG)).events(stop_after=0):
+        job = f"{event.cluster}.{event.proc}"
+        if event.type == htcondor2.JobEventType.EXECUTE and job in wanted:
+            stamp = datetime.fromisoformat(event["EventTime"])
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=UTC)
+            first.setdefault(job, stamp.timestamp())
+    return list(first.values())
 
 
 def _create_time_offset() -> float:
@@ -110,6 +143,7 @@ def breakdown(
         "queued": [t["queued"] for t in watch.seen.values() if "queued" in t],
         "idle": [t["idle"] for t in watch.seen.values() if "idle" in t],
         "running": [t["running"] for t in watch.seen.values() if "running" in t],
+        "executing": executing_times(watch.seen),
         "process started": started,
         "registered": registered,
     }
