@@ -79,16 +79,20 @@ def executing_times(jobs: Iterable[str]) -> list[float]:
     (integration/pool/test-pool.conf); a pool without its event log gives none.
     """
     wanted = set(jobs)
-    if not EVENT_LOG.exists():
-        return []
     first: dict[str, float] = {}
-    for event in htcondor2.JobEventLog(str(EVENT_LOG)).events(stop_after=0):
-        job = f"{event.cluster}.{event.proc}"
-        if event.type == htcondor2.JobEventType.EXECUTE and job in wanted:
-            stamp = datetime.fromisoformat(event["EventTime"])
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-            first.setdefault(job, stamp.timestamp())
+    # The log is rotated at 1 MB (EVENT_LOG_MAX_SIZE): a run's events may
+    # span the rotated file and the current one.
+    rotated = EVENT_LOG.with_name(EVENT_LOG.name + ".old")
+    for path in (rotated, EVENT_LOG):
+        if not path.exists():
+            continue
+        for event in htcondor2.JobEventLog(str(path)).events(stop_after=0):
+            job = f"{event.cluster}.{event.proc}"
+            if event.type == htcondor2.JobEventType.EXECUTE and job in wanted:
+                stamp = datetime.fromisoformat(event["EventTime"])
+                if stamp.tzinfo is None:
+                    stamp = stamp.replace(tzinfo=UTC)
+                first.setdefault(job, stamp.timestamp())
     return list(first.values())
 
 
