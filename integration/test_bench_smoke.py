@@ -23,8 +23,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
     (result_file,) = tmp_path.glob("bench-*.json")
     results = json.loads(result_file.read_text())
     for row in results["p1"].values():
-        for contender in ("floor", "ours", "jobqueue"):
+        for contender in ("floor", "bare workers", "ours", "jobqueue"):
             assert row[contender]["min"] > 0
+    # A missed P1 ratio is set against the same run with no tool at all.
+    missed = [row for row in results["p1"].values() if _ratio(row, "ours", "jobqueue") > 0.8]
+    assert done.stdout.count("limit: with no tool at all") == len(missed), done.stdout
     # Phases come in order (the schedd learns "running" late, so it is not compared).
     for row in results["phases"].values():
         for contender, phases in row.items():
@@ -38,3 +41,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert p6["client_rss_before_mb"] > 0 and p6["watcher_look_s"] > 0
     assert "P6 scale(20)" in done.stdout
     assert (tmp_path / "workers-over-time.png").stat().st_size > 0
+
+
+def _ratio(row: dict, a: str, b: str) -> float:
+    return row[a]["median"] / row[b]["median"]
