@@ -103,11 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         results["timelines"][n] = {name: rs[0].timeline for name, rs in runs.items()}
         print(f"phases N={n}", file=sys.stderr)
-        phase_runs = 1 if args.smoke else PHASE_RUNS
-        results["phases"][n] = {
-            "ours": phases.median_of([measures.phases_ours(n) for _ in range(phase_runs)]),
-            "jobqueue": phases.median_of([measures.phases_jobqueue(n) for _ in range(phase_runs)]),
-        }
+        phase_runs = interleaved(
+            1 if args.smoke else PHASE_RUNS,
+            f"phases N={n}",
+            {
+                "ours": lambda n=n: measures.phases_ours(n),
+                "jobqueue": lambda n=n: measures.phases_jobqueue(n),
+            },
+        )  # fmt: skip
+        results["phases"][n] = {name: phases.median_of(rs) for name, rs in phase_runs.items()}
         save()
 
     print("import floor: python -c 'import distributed'", file=sys.stderr)
@@ -281,32 +285,56 @@ def _n1_limit(results: dict[str, Any]) -> str:
     )
 
 
+# A run whose cores were busier than this waited on CPU, not on the pool.
+CONTENDED_SHARE = 0.5
+
+
 def _p1_limit(results: dict[str, Any], n: int) -> list[str]:
-    """What a missed P1 ratio is measured against: the same run with no tool at all."""
+    """Why a missed P1 ratio cannot be beaten here, from what was measured in the same run.
+
+    When jq's run kept the cores busy, it waited on CPU: it is set against
+    the bare workers (no tool at all: stock worker jobs in one submit, a
+    bare scheduler) of the same rounds. When they were mostly idle, it
+    waited on the pool's negotiation, which moves each run by up to a
+    second: the phases then show how little of ours' time is ours.
+    """
     row, cpu = results["p1"][n], results["p1_cpu"][n]
     bare, ours, jq = (row[k]["median"] for k in ("bare workers", "ours", "jobqueue"))
-    per_worker = ", ".join(
-        f"{name} {cpu[name]['median'] / n:.2f}" for name in ("bare workers", "ours", "jobqueue")
-    )
-    jobs = "job" if n == 1 else "jobs"
+    busy = cpu["jobqueue"]["median"] / (jq * (os.cpu_count() or 1))
+    if busy >= CONTENDED_SHARE:
+        per_worker = ", ".join(
+            f"{name} {cpu[name]['median'] / n:.2f}" for name in ("bare workers", "ours", "jobqueue")
+        )
+        lines = [
+            f"           limit: with no tool at all, {n} jobs running a stock `dask worker`, "
+            f"submitted in one transaction, joined a bare scheduler in {bare:.2f} s (median), "
+            f"{bare / jq:.2f} x jq; the machine's CPU per worker: {per_worker}",
+        ]
+        if bare / jq > 0.8:
+            return [
+                *lines,
+                "           so no tool whose workers are dask workers reaches 0.8 here: the "
+                "pool's jobs and each worker's own start (its `import distributed`, see the "
+                f"phases) fill the cores; ours - bare workers {ours - bare:+.2f} s, jq - bare "
+                f"workers {jq - bare:+.2f} s",
+            ]
+        return [*lines, f"           not a limit: ours' own {ours - bare:+.2f} s is what misses"]
+    phase = results["phases"][n]["ours"]
+    queued = phase.get("queued") or 0.0
+    after_running = (phase.get("registered") or 0.0) - (phase.get("running") or 0.0)
+    import_wall = results["import_floor"]["wall"]["median"]
+    own = queued + max(0.0, after_running - import_wall)
+    need = ours - 0.8 * jq
     lines = [
-        f"           limit: with no tool at all, {n} {jobs} running a stock `dask worker`, "
-        f"submitted in one transaction, joined a bare scheduler in {bare:.2f} s (median), "
-        f"{bare / jq:.2f} x jq; the machine's CPU per worker: {per_worker}",
+        f"           limit: the cores were mostly idle ({100 * busy:.0f} %): the time is the "
+        "pool's negotiation, which moves each run by up to a second (bare workers, no tool: "
+        f"{bare:.2f} s), and one worker's start; ours' own part (phases) is {own:.2f} s: its "
+        f"jobs queued after {queued:.2f} s, and from running to registered {after_running:.2f} s "
+        f"of which `import distributed` alone takes {import_wall:.2f}",
     ]
-    if bare / jq > 0.8:
-        lines.append(
-            "           so no tool whose workers are dask workers reaches 0.8 here: the pool's "
-            "negotiation, the jobs' start and each worker's own start (its `import "
-            "distributed`, see the phases) take longer than 0.8 x jq; ours - bare workers "
-            f"{ours - bare:+.2f} s, jq - bare workers {jq - bare:+.2f} s"
-        )
-    else:
-        lines.append(
-            f"           not a limit: bare workers reach {bare / jq:.2f} x jq, so ours' own "
-            f"{ours - bare:+.2f} s is what misses"
-        )
-    return lines
+    if own < need:
+        return [*lines, f"           0.8 x jq needs {need:.2f} s less: more than all of ours' own"]
+    return [*lines, f"           not a limit: 0.8 x jq needs {need:.2f} s less, within ours' own"]
 
 
 def targets(results: dict[str, Any]) -> str:

@@ -25,9 +25,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for row in results["p1"].values():
         for contender in ("floor", "bare workers", "ours", "jobqueue"):
             assert row[contender]["min"] > 0
-    # A missed P1 ratio is set against the same run with no tool at all.
+    # A missed P1 ratio prints its limit: against the bare workers (no tool
+    # at all) when the cores were busy, from the phases when they were idle.
     missed = [row for row in results["p1"].values() if _ratio(row, "ours", "jobqueue") > 0.8]
-    assert done.stdout.count("limit: with no tool at all") == len(missed), done.stdout
+    limits = ("limit: with no tool at all", "limit: the cores were mostly idle")
+    assert sum(done.stdout.count(limit) for limit in limits) == len(missed), done.stdout
     # Phases come in order (the schedd learns "running" late, so it is not compared).
     for row in results["phases"].values():
         for contender, phases in row.items():
