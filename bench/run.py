@@ -51,8 +51,10 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 # P1's rounds: its runs move by up to a second with the pool's negotiation
-# cycle, so more than the other measures; N=1's target is a median of >= 5.
-P1_ROUNDS = {1: 7}
+# cycle, so more than the other measures. N=1's target is a median of >= 5;
+# with 7 rounds, one run's floor median (0.34 s) sat 0.55 s below the other
+# three's (0.89-1.19 s), so N=1 gets 11.
+P1_ROUNDS = {1: 11}
 P1_ROUNDS_DEFAULT = 5
 PHASE_RUNS = 5
 
@@ -268,20 +270,17 @@ def table(results: dict[str, Any]) -> str:
 
 
 def _n1_limit(results: dict[str, Any]) -> str:
-    """Why ours - floor at N=1 stays above 0.6 s: a worker's own start, measured."""
-    phase = results["phases"].get(1, {})
-
-    def start_to_registered(who: str) -> float:
-        row = phase.get(who) or {}
-        return (row.get("registered") or 0.0) - (row.get("process started") or 0.0)
-
-    floor = results["import_floor"]
+    """Why ours - floor at N=1 was above 0.6 s: the pool's spread and a worker's own start."""
+    ours = results["phases"].get(1, {}).get("ours") or {}
+    after_running = (ours.get("registered") or 0.0) - (ours.get("running") or 0.0)
+    floor_runs = results["p1"][1]["floor"]["all"]
+    import_wall = results["import_floor"]["wall"]["median"]
     return (
-        f"           limit: a worker process takes {start_to_registered('ours'):.2f} s (ours) / "
-        f"{start_to_registered('jobqueue'):.2f} s (jq) from its start to its registration "
-        f"(phases), after its job runs; `import distributed` alone takes "
-        f"{floor['wall']['median']:.2f} s ({floor['cpu']['median']:.2f} CPU s) here, so any "
-        f"dask worker lands >= {floor['wall']['median']:.2f} s after the floor's bare job"
+        f"           limit: the floor's own runs spread over {min(floor_runs):.2f}-"
+        f"{max(floor_runs):.2f} s (the pool's negotiation; ours' and the floor's runs meet it "
+        f"at different phases); after its job runs, ours' worker registered in "
+        f"{after_running:.2f} s (phases), and `import distributed` alone takes "
+        f"{import_wall:.2f} s, so no dask worker lands less than that after its job runs"
     )
 
 
