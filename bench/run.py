@@ -176,8 +176,13 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}"
 
 
+def _busy(cpu_seconds: float, wall_seconds: float) -> float:
+    """The share of all cores the machine kept busy."""
+    return cpu_seconds / (wall_seconds * (os.cpu_count() or 1))
+
+
 def _busy_share(cpu_seconds: float, wall_seconds: float) -> str:
-    return f"{100 * cpu_seconds / (wall_seconds * (os.cpu_count() or 1)):.0f}%"
+    return f"{100 * _busy(cpu_seconds, wall_seconds):.0f}%"
 
 
 CONTENDERS = ("floor", "bare workers", "ours", "jobqueue")
@@ -299,7 +304,7 @@ def _p1_limit(results: dict[str, Any], n: int) -> list[str]:
     """
     row, cpu = results["p1"][n], results["p1_cpu"][n]
     bare, ours, jq = (row[k]["median"] for k in ("bare workers", "ours", "jobqueue"))
-    busy = cpu["jobqueue"]["median"] / (jq * (os.cpu_count() or 1))
+    busy = _busy(cpu["jobqueue"]["median"], jq)
     if busy >= CONTENDED_SHARE:
         per_worker = ", ".join(
             f"{name} {cpu[name]['median'] / n:.2f}" for name in ("bare workers", "ours", "jobqueue")
