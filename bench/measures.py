@@ -219,6 +219,9 @@ def floor(n: int) -> Run:
     return run
 
 
+BARE_WORKERS_BATCH = "bench-bare-workers"
+
+
 def bare_workers(n: int) -> Run:
     """Submit ``n`` stock ``dask worker`` jobs in one transaction until all joined a bare scheduler.
 
@@ -236,13 +239,13 @@ def bare_workers(n: int) -> Run:
             f"--nthreads 1 --memory-limit {parse_bytes(WORKER_MEMORY)} --host 127.0.0.1 "
             "--no-dashboard --death-timeout 60 --name bare-$(Cluster).$(Process)"
         )
-        description = _bare_jobs(sys.executable, arguments, "bench-bare-workers")
+        description = _bare_jobs(sys.executable, arguments, BARE_WORKERS_BATCH)
         cold_pool()
         # The clock starts before the asker knows the jobs' cluster: it asks
         # about this batch, which only this run's jobs carry.
         with (
             _removed_after("bare workers") as submit,
-            schedd_asked('JobBatchName == "bench-bare-workers"'),
+            schedd_asked(f'JobBatchName == "{BARE_WORKERS_BATCH}"'),
             timed() as run,
         ):
             submit(description, n)
