@@ -12,14 +12,18 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import time
+from pathlib import Path
 
+import htcondor2
 import pytest
 from dask_gateway.auth import JupyterHubAuth
 
 from conftest import as_user, hub_env, nothing_queued, queue, user_command, wait_for
 from htcdaskgateway import GatewayAccessError, HTCGateway
+from htcdaskgateway.cluster import gateway_id
 
 CLI = shutil.which("htcdaskgateway") or "htcdaskgateway"
 
@@ -191,3 +195,62 @@ def test_cleanup_on_one_gateway_leaves_another_gateways_live_cluster(hub_gateway
     finally:
         cluster.shutdown()
     wait_for(lambda: nothing_queued(cluster.name), "alice's jobs to leave", 30)
+
+
+def _alices_job_marked_for(gateway_user: str, cluster_name: str, gateway: str) -> str:
+    """alice queues, with the bindings, a sleep job tagged as a cluster's of ``gateway_user``.
+
+    What a hub whose users share one HTCondor identity (one submit token)
+    queues: the job's ``User`` is alice's either way.
+    """
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    description = htcondor2.Submit({
+        "executable": "/bin/sleep", "arguments": "600", "requirements": "False",
+        "+HTCDaskGatewayCluster": f'"{cluster_name}"', "+HTCDaskGatewayGateway": f'"{gateway}"',
+        "+HTCDaskGatewayUser": f'"{gateway_user}"',
+    })  # fmt: skip
+    return f"{schedd.submit(description, count=1).cluster()}.0"
+
+
+def test_cleanup_leaves_another_gateway_users_jobs_under_the_same_htcondor_identity(hub_gateway):
+    # Reproduction: cleanup selected on User and gateway only, so where hub
+    # users share one HTCondor identity, the live clusters of the others
+    # (absent from alice's list at the gateway) looked orphaned to her.
+    gateway = gateway_id(hub_gateway.htcondor_settings, hub_gateway.address)
+    bobs_cluster = f"bobs-live.{secrets.token_hex(6)}"  # not in alice's list, as bob's never is
+    alices_dead = f"alices-dead.{secrets.token_hex(6)}"
+    bobs = _alices_job_marked_for("bob", bobs_cluster, gateway)
+    orphan = _alices_job_marked_for("alice", alices_dead, gateway)
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    try:
+        for name in (bobs_cluster, alices_dead):
+            wait_for(lambda name=name: queue(name), f"the job of {name} to be queued", 30)
+        cleanup = as_user("alice", CLI, "cleanup")
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert bobs_cluster not in cleanup.stdout, "alice's cleanup judged bob's cluster"
+        assert f"cluster {alices_dead}: removed 1 jobs" in cleanup.stdout, cleanup.stdout
+        time.sleep(3)
+        assert _queued_ids(bobs_cluster) == [bobs], "alice's cleanup removed bob's job"
+        wait_for(lambda: nothing_queued(alices_dead), "alice's orphan to leave", 30)
+    finally:
+        left = [job for job in (bobs, orphan) if job in _queued_ids(bobs_cluster, alices_dead)]
+        if left:
+            schedd.act(htcondor2.JobAction.Remove, left, "test: done")
+    wait_for(lambda: nothing_queued(bobs_cluster), "the test's job to leave", 30)
+
+
+def _queued_ids(*cluster_names: str) -> list[str]:
+    return [
+        f"{ad['ClusterId']}.{ad['ProcId']}"
+        for name in cluster_names
+        for ad in queue(name, ["ClusterId", "ProcId"])
+    ]
+
+
+def test_the_hubs_tokens_are_readable_by_their_reader_only(stack_ready):
+    # They were written 0644: any account of the analysts' host (or of the
+    # gateway's) could read every user's token.
+    for name in ("alice", "bob", "dask-gateway"):
+        found = os.stat(Path(os.environ["HUB_TOKEN_DIR"], name))
+        assert stat.S_IMODE(found.st_mode) == 0o600, (name, oct(found.st_mode))
+        assert found.st_uid == os.getuid(), (name, found.st_uid)

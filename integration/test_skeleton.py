@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -247,6 +248,13 @@ def test_settings_that_would_harm_are_refused_before_anything_is_submitted(gatew
         cluster.scale(3)
     with pytest.raises(SettingError, match=r"extra-directives\.getenv may not be set"):
         HTCGateway(htcondor={"submit": {"extra-directives": {"getenv": "true"}}})
+    # Attributes are applied last: MY.Requirements would have let the
+    # credentials job run, MY.PeriodicRemove dropped the lease.
+    for directive in ("MY.Requirements", "+periodicremove"):
+        with pytest.raises(SettingError, match=rf"extra-directives\.{re.escape(directive)} may"):
+            gateway.new_cluster(htcondor={"submit": {"extra-directives": {directive: "true"}}})
+    with pytest.raises(SettingError, match=r"attributes\.Cmd may not be set"):
+        gateway.new_cluster(htcondor={"submit": {"attributes": {"Cmd": '"/bin/sh"'}}})
     with pytest.raises(SettingError, match=r"extra-directives\.\+HTCDaskGatewayCluster"):
         gateway.new_cluster(
             htcondor={"submit": {"extra-directives": {"+HTCDaskGatewayCluster": '"x"'}}}

@@ -252,6 +252,7 @@ class FakeSchedulerLink:
         self.scheduler_versions: dict[str, str | None] | None = None
         self.worker_versions: dict[JobId, dict[str, str | None]] = {}
         self.versions_asked = 0
+        self.confirms = 0
 
     def _check(self) -> None:
         if self.unreachable:
@@ -267,6 +268,11 @@ class FakeSchedulerLink:
     async def set_target(self, token: str, target: dict[str, Any] | None, apply_ttl: float) -> dict:
         self._check()
         return self.plugin.set_target(token, target, apply_ttl)
+
+    async def confirm(self, token: str, generation: int | None) -> dict:
+        self._check()
+        self.confirms += 1
+        return self.plugin.confirm(token, generation)
 
     async def release(self, token: str) -> None:
         self._check()

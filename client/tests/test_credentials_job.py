@@ -21,7 +21,7 @@ SETTINGS = HTCondorSettings.from_config()
 
 def make(schedd: FakeSchedd) -> CredentialsJob:
     async def selector() -> JobSelector:
-        return JobSelector(await schedd.owner(), GATEWAY, CLUSTER)
+        return JobSelector(await schedd.owner(), GATEWAY, CLUSTER, gateway_user="alice")
 
     def describe(files):
         # The files exist (0600) while the submit runs; the description names them.
@@ -108,7 +108,7 @@ def test_another_users_credentials_job_for_the_same_cluster_is_never_used():
 def test_removed_with_the_clusters_jobs_but_not_counted_as_a_worker():
     schedd = FakeSchedd()
     credentials = make(schedd)
-    selector = JobSelector(ALICE, GATEWAY, CLUSTER)
+    selector = JobSelector(ALICE, GATEWAY, CLUSTER, gateway_user="alice")
 
     async def scenario():
         directory = await credentials.directory()
@@ -128,7 +128,7 @@ def test_removed_with_the_clusters_jobs_but_not_counted_as_a_worker():
 def test_settle_waits_for_a_prepared_job_so_removal_finds_it():
     schedd = FakeSchedd()
     credentials = make(schedd)
-    selector = JobSelector(ALICE, GATEWAY, CLUSTER)
+    selector = JobSelector(ALICE, GATEWAY, CLUSTER, gateway_user="alice")
 
     async def scenario():
         credentials.prepare()

@@ -161,7 +161,7 @@ def test_five_waiting_clusters_on_one_slow_schedd_keep_their_jobs_lease():
     answers one call at a time, 0.15 s each (the load test's situation).
     Every cluster's idle jobs have their lease renewed in time (lease 3 s,
     due every 1 s): no gap between renewals reaches the lease."""
-    from htcdaskgateway.reconciler import ScaleTarget, target_to_wire
+    from htcdaskgateway.targets import ScaleTarget, target_to_wire
 
     from .fakes import FakeSchedd
     from .test_reconciler import _watcher, make
@@ -174,7 +174,7 @@ def test_five_waiting_clusters_on_one_slow_schedd_keep_their_jobs_lease():
         for name in names:
             _, link, reconciler = make(schedd, cluster=name)
             link.workers = set()  # no worker ever joins
-            await link.set_target(name, target_to_wire(ScaleTarget(2)), 5)
+            await link.set_target(name, target_to_wire(ScaleTarget(2, 100)), 5)
             cluster = object.__new__(HTCGatewayCluster)
             cluster.name, cluster.scheduler_comm, cluster._reconciler = name, object(), reconciler
             cluster._watcher = _watcher(reconciler, link, name, lease=lease, interval=10)
@@ -203,6 +203,6 @@ def test_an_idle_jobs_rejection_reason_is_shown_without_the_negotiators_trailing
 
     from .fakes import FakeSchedd
 
-    tracker = JobTracker(FakeSchedd(), "gw", "dask-gateway.abc")
+    tracker = JobTracker(FakeSchedd(), "gw", "dask-gateway.abc", user="alice")
     job = WorkerJob("1.0", JobStatus.IDLE, last_rejection="no match found ")
     assert tracker.reason(job) == "no match found"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from htcdaskgateway.clocks import SYSTEM_CLOCK
 from htcdaskgateway.jobs import (
     FAILURES_BEFORE_PAUSE,
     TRANSFER_INPUT_ERROR,
@@ -13,16 +14,10 @@ from htcdaskgateway.jobs import (
     JobTracker,
 )
 from htcdaskgateway.naming import GATEWAY_ATTRIBUTE, LEASE_ATTRIBUTE
-from htcdaskgateway.reconciler import (
-    BACKOFF_FIRST,
-    AdaptTarget,
-    Reconciler,
-    ScaleTarget,
-    target_from_wire,
-    target_to_wire,
-)
+from htcdaskgateway.reconciler import BACKOFF_FIRST, Reconciler
 from htcdaskgateway.settings import HTCondorSettings
 from htcdaskgateway.submit import credentials_job_description, worker_job_description
+from htcdaskgateway.targets import AdaptTarget, ScaleTarget, target_from_wire, target_to_wire
 from htcdaskgateway.watch import Watcher
 
 from .fakes import ALICE, BOB, FakeSchedd, FakeSchedulerLink
@@ -32,7 +27,7 @@ GATEWAY = "http://gateway.test:8000"
 
 
 class Clock:
-    """time and monotonic that tests move by hand."""
+    """time, monotonic and sleep that tests move by hand (``advance``)."""
 
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -43,12 +38,24 @@ class Clock:
     def monotonic(self) -> float:
         return self.now
 
+    async def sleep(self, seconds: float) -> None:
+        until = self.now + seconds
+        while self.now < until:
+            await asyncio.sleep(0.002)
+
+    async def advance(self, seconds: float, step: float = 1.0) -> None:
+        """Move on by ``seconds``, a ``step`` at a time, letting the loops run at each."""
+        for _ in range(round(seconds / step)):
+            self.now += step
+            for _ in range(3):
+                await asyncio.sleep(0.003)
+
 
 def make(
     schedd: FakeSchedd | None = None,
-    max_jobs: int = 100,
     clock: Clock | None = None,
     cluster: str = CLUSTER,
+    token: str | None = None,
 ):
     schedd = schedd or FakeSchedd()
     link = FakeSchedulerLink()
@@ -67,8 +74,8 @@ def make(
         )
         return await schedd.submit(description, count)
 
-    tracker = JobTracker(schedd, GATEWAY, cluster, clock=clock)
-    return schedd, link, Reconciler(tracker, link, submit, max_jobs, clock=clock)
+    tracker = JobTracker(schedd, GATEWAY, cluster, user="alice", clock=clock)
+    return schedd, link, Reconciler(tracker, link, submit, token, clock=clock)
 
 
 def run(coro):
@@ -76,13 +83,13 @@ def run(coro):
 
 
 def test_target_round_trips_through_the_scheduler_plugin_form():
-    for target in (ScaleTarget(3), AdaptTarget(0, 10, 3.0, 3, 5.0), None):
+    for target in (ScaleTarget(3, 100), AdaptTarget(0, 10, 3.0, 3, 5.0), None):
         assert target_from_wire(target_to_wire(target)) == target
 
 
 def test_a_scale_target_is_met_once_and_lost_jobs_are_replaced():
     schedd, _, reconciler = make()
-    reconciler.want(ScaleTarget(3), 1)
+    reconciler.want(ScaleTarget(3, 100), 1)
 
     async def body():
         await reconciler.step()
@@ -104,13 +111,13 @@ def test_another_users_job_with_the_clusters_name_is_neither_counted_nor_touched
         schedd.add_foreign(BOB, CLUSTER, status, **{GATEWAY_ATTRIBUTE: f'"{GATEWAY}"'})
         for status in (JobStatus.IDLE, JobStatus.RUNNING, JobStatus.HELD)
     ]
-    reconciler.want(ScaleTarget(2), 1)
+    reconciler.want(ScaleTarget(2, 100), 1)
 
     async def body():
         await reconciler.step()
         assert schedd.submits == [2], "bob's jobs were counted as alice's"
         assert {j.job_id for j in reconciler.tracker.table} == set(schedd.mine())
-        reconciler.want(ScaleTarget(0), 2)
+        reconciler.want(ScaleTarget(0, 100), 2)
         await reconciler.step()
         assert schedd.mine() == []
         assert all(job in schedd.queue for job in bobs), "bob's jobs were removed"
@@ -121,7 +128,7 @@ def test_another_users_job_with_the_clusters_name_is_neither_counted_nor_touched
 def test_a_job_of_another_gateway_is_not_counted():
     schedd, _, reconciler = make()
     schedd.add_foreign(ALICE, CLUSTER, JobStatus.IDLE, **{GATEWAY_ATTRIBUTE: '"http://other:8000"'})
-    reconciler.want(ScaleTarget(1), 1)
+    reconciler.want(ScaleTarget(1, 100), 1)
     run(reconciler.step())
     assert schedd.submits == [1]
     assert len(reconciler.tracker.table) == 1
@@ -129,7 +136,7 @@ def test_a_job_of_another_gateway_is_not_counted():
 
 def test_scaling_down_removes_waiting_jobs_then_retires_the_cheapest_workers():
     schedd, link, reconciler = make()
-    reconciler.want(ScaleTarget(4), 1)
+    reconciler.want(ScaleTarget(4, 100), 1)
 
     async def body():
         await reconciler.step()
@@ -137,7 +144,7 @@ def test_scaling_down_removes_waiting_jobs_then_retires_the_cheapest_workers():
         for job in running:
             schedd.set_status(job, JobStatus.RUNNING)
         link.workers = set(running)
-        reconciler.want(ScaleTarget(1), 2)
+        reconciler.want(ScaleTarget(1, 100), 2)
         await reconciler.step()
         # The idle job first (no data), then two workers retired before removal.
         assert len(link.retired) == 2
@@ -148,7 +155,7 @@ def test_scaling_down_removes_waiting_jobs_then_retires_the_cheapest_workers():
 
 def test_jobs_that_keep_failing_pause_submission_until_a_new_target():
     schedd, _link, reconciler = make()
-    reconciler.want(ScaleTarget(1), 1)
+    reconciler.want(ScaleTarget(1, 100), 1)
 
     async def body():
         for _ in range(FAILURES_BEFORE_PAUSE):
@@ -158,7 +165,7 @@ def test_jobs_that_keep_failing_pause_submission_until_a_new_target():
         await reconciler.step()
         assert reconciler.tracker.paused
         assert schedd.mine() == [], "kept resubmitting a job that cannot start"
-        reconciler.want(ScaleTarget(1), 2)
+        reconciler.want(ScaleTarget(1, 100), 2)
         await reconciler.step()
         assert len(schedd.mine()) == 1
 
@@ -167,7 +174,7 @@ def test_jobs_that_keep_failing_pause_submission_until_a_new_target():
 
 def test_jobs_removed_by_the_lease_count_as_failures_not_endless_resubmits():
     schedd, _, reconciler = make()
-    reconciler.want(ScaleTarget(1), 1)
+    reconciler.want(ScaleTarget(1, 100), 1)
 
     async def body():
         for _ in range(FAILURES_BEFORE_PAUSE + 2):
@@ -184,7 +191,7 @@ def test_a_job_held_because_its_credentials_job_left_is_replaced_and_no_other_he
     # removed the idle credentials job just after a worker job named its
     # spool, and the worker job was held for files that never came back.
     schedd, _, reconciler = make()
-    reconciler.want(ScaleTarget(2), 1)
+    reconciler.want(ScaleTarget(2, 100), 1)
 
     async def body():
         await reconciler.step()
@@ -218,7 +225,7 @@ def test_a_job_held_because_its_credentials_job_left_is_replaced_and_no_other_he
 def test_submit_failures_back_off_exponentially_and_show_why():
     clock = Clock()
     schedd, _, reconciler = make(FakeSchedd(refuse_submits=3), clock=clock)
-    reconciler.want(ScaleTarget(2), 1)
+    reconciler.want(ScaleTarget(2, 100), 1)
 
     async def body():
         delays = []
@@ -235,9 +242,9 @@ def test_submit_failures_back_off_exponentially_and_show_why():
     run(body())
 
 
-def test_the_target_is_capped_at_max_jobs():
-    schedd, _, reconciler = make(max_jobs=5)
-    reconciler.want(ScaleTarget(50), 1)
+def test_the_target_is_capped_at_its_own_cap():
+    schedd, _, reconciler = make()
+    reconciler.want(ScaleTarget(50, 5), 1)
     run(reconciler.step())
     assert schedd.submits == [5]
 
@@ -250,7 +257,7 @@ def test_concurrent_steps_of_scale_and_adapt_never_double_submit():
     async def body():
         await asyncio.gather(*(reconciler.step() for _ in range(5)))
         assert len(schedd.mine()) == 3
-        reconciler.want(ScaleTarget(5), 2)
+        reconciler.want(ScaleTarget(5, 100), 2)
         await asyncio.gather(reconciler.step(), reconciler.step())
         assert len(schedd.mine()) == 5
 
@@ -279,12 +286,23 @@ def test_adapting_follows_the_schedulers_target_within_bounds():
 # -- the watcher: lease on its own path, applier hand-over --------------------
 
 
-def _watcher(reconciler, link, token, lease=0.3, interval=0.05, gone=None):
-    async def cluster_gone():
+def _watcher(reconciler, link, token, lease=0.3, interval=0.05, gone=None, clock=None,
+             removed=None, job_lease=None):  # fmt: skip
+    """A watcher; ``gone()`` gives the gateway's report (None: running), ``removed``
+    collects the reasons it removed the remaining jobs for."""
+
+    async def gateway_state():
         return None if gone is None else gone()
 
+    async def remove_jobs(reason):
+        if removed is not None:
+            removed.append(reason)
+
     name = reconciler.tracker.cluster
-    return Watcher(name, token, link, reconciler, lease, interval, cluster_gone)
+    return Watcher(
+        name, token, link, reconciler, lease, interval, gateway_state, remove_jobs,
+        job_lease=job_lease, clock=clock or SYSTEM_CLOCK,
+    )  # fmt: skip
 
 
 def test_the_lease_is_renewed_while_the_schedd_does_not_answer():
@@ -312,7 +330,7 @@ def test_the_watcher_outlives_an_unreachable_scheduler_and_gateway():
             raise ConnectionError("gateway restarting")
 
         watcher = _watcher(reconciler, link, "alice", gone=gone)
-        await link.set_target("alice", target_to_wire(ScaleTarget(2)), 5)
+        await link.set_target("alice", target_to_wire(ScaleTarget(2, 100)), 5)
         watcher.start()
         link.unreachable = True  # the proxy restarts
         await asyncio.sleep(0.5)
@@ -328,12 +346,19 @@ def test_the_watcher_outlives_an_unreachable_scheduler_and_gateway():
 
 def test_a_cluster_the_gateway_reports_gone_stops_the_watcher():
     async def body():
+        clock = Clock()
         _, link, reconciler = make()
-        watcher = _watcher(reconciler, link, "alice", gone=lambda: "stopped elsewhere")
+        removed = []
+        watcher = _watcher(
+            reconciler, link, "alice", gone=lambda: "STOPPED", clock=clock, removed=removed
+        )
         link.unreachable = True
         watcher.start()
-        await asyncio.sleep(0.3)
-        assert watcher.stopped_reason == "stopped elsewhere"
+        await clock.advance(25)  # answers at 0, 0.3 ... : not yet proven
+        assert watcher.stopped_reason is None, "gone on answers over less than 30 s"
+        await clock.advance(10)
+        assert watcher.stopped_reason == "stopped elsewhere: the gateway reports it STOPPED"
+        assert removed == [watcher.stopped_reason]
         assert all(task.done() for task in watcher._tasks)
         await watcher.stop()
 
@@ -351,7 +376,7 @@ def test_a_target_set_by_a_client_that_left_is_kept_by_another():
         cli.scheduler = cli_link
         watcher = _watcher(notebook, link, "notebook", lease=0.3)
         watcher.start()
-        reply = await cli_link.set_target("cli", target_to_wire(ScaleTarget(3)), 5)
+        reply = await cli_link.set_target("cli", target_to_wire(ScaleTarget(3, 100)), 5)
         cli.want(target_from_wire(reply["target"]), reply["generation"])
         await cli.step()
         await cli_link.release("cli")
@@ -368,7 +393,7 @@ def test_a_target_set_by_a_client_that_left_is_kept_by_another():
 def test_idle_and_held_jobs_lease_is_pushed_out_on_the_schedds_clock():
     async def body():
         schedd, link, reconciler = make()
-        await link.set_target("alice", target_to_wire(ScaleTarget(2)), 5)
+        await link.set_target("alice", target_to_wire(ScaleTarget(2, 100)), 5)
         watcher = _watcher(reconciler, link, "alice", lease=3)
         watcher.start()
         await asyncio.sleep(1.3)  # renewed at once, then every second
@@ -382,25 +407,58 @@ def test_idle_and_held_jobs_lease_is_pushed_out_on_the_schedds_clock():
     run(body())
 
 
-def test_the_jobs_lease_is_renewed_only_while_the_scheduler_answers():
-    """A cluster whose scheduler is gone (its gateway uninstalled) leaves its
-    idle jobs to lapse, even while the cluster object stays open; renewals
-    resume when the scheduler answers again."""
+def test_the_jobs_lease_lapses_only_after_a_whole_lease_with_no_sign_of_life():
+    """A cluster whose scheduler and gateway are both gone (the gateway
+    uninstalled) leaves its idle jobs to lapse, even while the cluster object
+    stays open; renewals resume when the scheduler answers again."""
 
     async def body():
+        clock = Clock()
         schedd, link, reconciler = make()
-        await link.set_target("alice", target_to_wire(ScaleTarget(1)), 5)
-        watcher = _watcher(reconciler, link, "alice", lease=0.6)  # renewals every 0.2 s
+        await link.set_target("alice", target_to_wire(ScaleTarget(1, 100)), 5)
+
+        def gateway_silent():
+            raise ConnectionError("connection refused")
+
+        watcher = _watcher(reconciler, link, "alice", lease=60, interval=10,
+                           gone=gateway_silent, clock=clock)  # fmt: skip
         watcher.start()
-        await asyncio.sleep(0.5)
+        await clock.advance(1)
         link.unreachable = True
-        await asyncio.sleep(0.3)  # the lease loop has failed at least once
+        await clock.advance(50)  # less than a lease: renewed every 20 s
+        assert len(schedd.renewals) == 3, "renewals stopped before a lease had passed"
+        await clock.advance(20)
         renewed = len(schedd.renewals)
-        await asyncio.sleep(0.6)
-        assert len(schedd.renewals) == renewed, "renewed for a scheduler that does not answer"
+        await clock.advance(100)
+        assert len(schedd.renewals) == renewed, "renewed for a cluster with no sign of life"
         link.unreachable = False
-        await asyncio.sleep(0.6)
+        await clock.advance(30)
         await watcher.stop()
         assert len(schedd.renewals) > renewed, "not renewed once the scheduler answered again"
+
+    run(body())
+
+
+def test_a_slow_scheduler_does_not_stop_the_jobs_lease():
+    """Point 4: a scheduler whose every call times out (a big graph being
+    unpacked) while the gateway reports the cluster running: the idle jobs'
+    lease is still renewed, for longer than a lease."""
+
+    async def body():
+        clock = Clock()
+        schedd, link, reconciler = make()
+        await link.set_target("alice", target_to_wire(ScaleTarget(1, 100)), 5)
+        await reconciler.step()
+        watcher = _watcher(reconciler, link, "alice", lease=60, interval=10,
+                           gone=lambda: None, clock=clock)  # fmt: skip
+        watcher.start()
+        await clock.advance(1)
+        link.late_answers = -1  # every call to the scheduler times out
+        renewed = len(schedd.renewals)
+        await clock.advance(300)  # 5 leases
+        await watcher.stop()
+        assert len(schedd.renewals) >= renewed + 15, "a slow scheduler stopped the renewals"
+        assert watcher.stopped_reason is None
+        assert len(schedd.mine()) == 1, "the idle job went"
 
     run(body())

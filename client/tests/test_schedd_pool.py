@@ -18,7 +18,7 @@ from .fakes import ALICE, FakeSchedd
 
 CLUSTER = "dask-gateway.abc123"
 GATEWAY = "http://gateway.test:8000"
-SELECTOR = JobSelector(ALICE, GATEWAY, CLUSTER)
+SELECTOR = JobSelector(ALICE, GATEWAY, CLUSTER, gateway_user="alice")
 IDLE_AD = {"RecentDaemonCoreDutyCycle": 0.0, "ShadowsRunning": 0, "MaxJobsRunning": 100}
 BUSY_AD = {"RecentDaemonCoreDutyCycle": 0.95, "ShadowsRunning": 90, "MaxJobsRunning": 100}
 

@@ -8,6 +8,9 @@ from distributed.core import rpc
 from htcdaskgateway import scheduler_plugin
 from htcdaskgateway.scheduler_plugin import KeepHTCondorWorkers
 
+TWO = {"kind": "scale", "n": 2, "cap": 10, "version": 1}
+THREE = {"kind": "scale", "n": 3, "cap": 10, "version": 1}
+
 
 async def _scheduler_with_workers(*names):
     scheduler = await Scheduler(host="127.0.0.1", port=0, dashboard_address=None)
@@ -63,12 +66,12 @@ def test_lapsed_lease_closes_the_scheduler(monkeypatch):
     async def body(scheduler, comm):
         reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
         assert reply == {"controller": None, "target": None, "generation": 0}
-        await comm.htcdaskgateway_set_target(token="a", target={"kind": "scale", "n": 2},
+        await comm.htcdaskgateway_set_target(token="a", target=TWO,
                                              apply_ttl=5)  # fmt: skip
         for _ in range(4):  # renewed in time: still running
             await asyncio.sleep(0.15)
             reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
-            assert reply == {"controller": "a", "target": {"kind": "scale", "n": 2},
+            assert reply == {"controller": "a", "target": TWO,
                              "generation": 1}  # fmt: skip
         assert scheduler.status.name == "running"
         await asyncio.sleep(0.6)  # no renewal: the lease lapses
@@ -90,16 +93,14 @@ def test_released_lease_does_not_close_the_scheduler(monkeypatch):
 def test_the_target_outlives_its_setter_and_the_applier_role_passes_on(monkeypatch):
     async def body(scheduler, comm):
         await comm.htcdaskgateway_renew(token="notebook", apply_ttl=0.2)
-        state = await comm.htcdaskgateway_set_target(
-            token="cli", target={"kind": "scale", "n": 3}, apply_ttl=5
-        )
+        state = await comm.htcdaskgateway_set_target(token="cli", target=THREE, apply_ttl=5)
         assert state["controller"] == "cli"
         # While the CLI applies it, the notebook only watches.
         state = await comm.htcdaskgateway_renew(token="notebook", apply_ttl=0.2)
         assert state["controller"] == "cli"
         await comm.htcdaskgateway_release(token="cli")  # the CLI exits
         state = await comm.htcdaskgateway_renew(token="notebook", apply_ttl=0.2)
-        assert state == {"controller": "notebook", "target": {"kind": "scale", "n": 3},
+        assert state == {"controller": "notebook", "target": THREE,
                          "generation": 1}  # fmt: skip
         # A silent applier loses the role to the next client that asks.
         await asyncio.sleep(0.3)

@@ -1,3 +1,5 @@
+import re
+
 import dask.config
 import pytest
 
@@ -129,3 +131,102 @@ def test_api_ca_reaches_the_gateways_requests():
         assert context.verify_mode == ssl.CERT_REQUIRED
         # Only this certificate: the system's store is not loaded beside it.
         assert context.cert_store_stats()["x509"] == 1
+
+
+# -- safeguards: what keeps jobs owned, leased and secret, by attribute name --
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["MY.PeriodicRemove", "+periodicremove", "my.Requirements", "+Requirements",
+     "MY.TransferInput", "+TransferExecutable", "MY.Cmd", "+Environment", "my.env",
+     "MY.Args", "+Arguments", "MY.Iwd", "+GetEnv", "MY.LeaveJobInQueue", "+User",
+     "my.owner", "+ PeriodicRemove", "MY.HTCDaskGatewayLeaseExpiry"],
+)  # fmt: skip
+def test_extra_directives_cannot_set_protected_attributes_whatever_the_prefix_or_case(key):
+    with pytest.raises(SettingError, match=rf"submit\.extra-directives\.{re.escape(key)} may not"):
+        HTCondorSettings.from_config({"submit": {"extra-directives": {key: "true"}}})
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["TransferInput", "Cmd", "PeriodicRemove", "requirements", "Environment", "Env", "Iwd",
+     "Arguments", "Args", "TransferExecutable", "LeaveJobInQueue", "Owner", "User", "GetEnv"],
+)  # fmt: skip
+def test_attributes_cannot_set_protected_attributes_whatever_the_case(name):
+    with pytest.raises(SettingError, match=rf"submit\.attributes\.{name} may not be set"):
+        HTCondorSettings.from_config({"submit": {"attributes": {name: '"x"'}}})
+
+
+def test_a_refused_requirements_attribute_points_to_submit_requirements():
+    for submit in ({"attributes": {"Requirements": "true"}},
+                   {"extra-directives": {"MY.Requirements": "true"}}):  # fmt: skip
+        with pytest.raises(SettingError, match=r"gateway\.htcondor\.submit\.requirements"):
+            HTCondorSettings.from_config({"submit": submit})
+
+
+def test_the_facilitys_own_attributes_and_commands_pass():
+    allowed = {
+        "+AccountingGroup": '"cms"', "MY.KillSig": '"SIGTERM"', "kill_sig": "SIGTERM",
+        "requirements": "OpSysMajorVer == 9", "request_gpus": "1", "+Cmdline": '"x"',
+    }  # fmt: skip
+    settings = HTCondorSettings.from_config(
+        {"submit": {"extra-directives": allowed, "attributes": {"Environments": '"x"'}}}
+    )
+    assert dict(settings.submit.extra_directives) == allowed
+    assert settings.submit.attributes == (("Environments", '"x"'),)
+
+
+# -- minimums: values below them would hammer the schedd or lapse the lease --
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named", "minimum"),
+    [
+        ({"lease": 1}, "lease", "3"),
+        ({"lease": 2}, "lease", "3"),
+        ({"schedd-timeout": 1e-9}, "schedd-timeout", "1"),
+        ({"schedd-timeout": 0.5}, "schedd-timeout", "1"),
+        ({"watch-interval": 0.01}, "watch-interval", "1"),
+    ],
+)
+def test_values_below_the_minimum_name_the_setting_and_the_minimum(overrides, named, minimum):
+    with pytest.raises(SettingError, match=rf"gateway\.htcondor\.{named} must be .*>= {minimum}"):
+        HTCondorSettings.from_config(overrides)
+
+
+def test_the_minimums_themselves_pass():
+    settings = HTCondorSettings.from_config({"lease": 3, "schedd-timeout": 1, "watch-interval": 1})
+    assert (settings.lease, settings.schedd_timeout, settings.watch_interval) == (3, 1.0, 1.0)
+
+
+def _cluster_with(htcondor: dict | None = None):
+    from htcdaskgateway import HTCGatewayCluster
+
+    cluster = object.__new__(HTCGatewayCluster)
+    cluster._prepare(htcondor)
+    return cluster
+
+
+@pytest.mark.parametrize("interval", [0, "0s", 0.5, "100ms"])
+def test_adapt_refuses_an_interval_below_the_minimum_naming_it(interval):
+    # interval=0 polled the schedd in a tight loop (1,400 calls/s against the fake).
+    with pytest.raises(SettingError, match=r"adapt\(interval=\.\.\.\) .*at least 1 s"):
+        _cluster_with().adaptive(0, 2, interval=interval)
+
+
+@pytest.mark.parametrize("target_duration", [0, "0s"])
+def test_adapt_refuses_a_target_duration_of_zero(target_duration):
+    with pytest.raises(SettingError, match=r"adapt\(target_duration=\.\.\.\) .*more than 0"):
+        _cluster_with().adaptive(0, 2, target_duration=target_duration)
+
+
+@pytest.mark.parametrize("wait_count", [0, -1, 1.5, True, "3"])
+def test_adapt_refuses_a_wait_count_that_is_not_a_whole_number_from_1(wait_count):
+    with pytest.raises(SettingError, match=r"adapt\(wait_count=\.\.\.\)"):
+        _cluster_with().adaptive(0, 2, wait_count=wait_count)
+
+
+def test_adapt_takes_the_minimum_interval():
+    target = _cluster_with().adaptive(0, 2, interval="1s", target_duration="100ms")
+    assert (target.interval, target.target_duration) == (1.0, 0.1)

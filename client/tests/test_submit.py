@@ -125,7 +125,10 @@ def test_lease_removes_idle_and_held_jobs_and_lifetime_only_running_ones():
     # Relative to QDate, which the schedd sets on its own clock.
     assert description["MY.HTCDaskGatewayLeaseExpiry"] == "QDate + 60"
     rules = description["periodic_remove"]
-    assert "((JobStatus == 1 || JobStatus == 5) && HTCDaskGatewayLeaseExpiry < time())" in rules
+    assert (
+        "((JobStatus == 1 || JobStatus == 5) && HTCDaskGatewayLeaseExpiry < time()"
+        " && time() - EnteredCurrentStatus > 60)"
+    ) in rules
     assert "(JobStatus == 2 && time() - EnteredCurrentStatus > 3610)" in rules
     assert "--lifetime 3600" in description["arguments"]
 

@@ -4,8 +4,10 @@
 #
 # At every start it makes fresh API tokens, written to $HUB_TOKEN_DIR of
 # this run's own volume: one for the dask-gateway service and one for each
-# user. They are readable by the test containers, which play all users.
+# user. Each file is 0600, owned by the one uid that reads them all (see
+# TOKEN_READER).
 import os
+import pwd
 import secrets
 from pathlib import Path
 
@@ -13,6 +15,12 @@ from jupyterhub.proxy import Proxy
 
 USERS = ["alice", "bob"]
 TOKEN_DIR = Path("/run/htcdaskgateway/hub-tokens")
+# Every reader of the tokens runs as uid 1000: the test process in the
+# analyst container is alice, which plays bob too (it reads his token and
+# hands it to `sudo -u bob`), and the gateway-hub service is "dask" of the
+# scheduler image, also uid 1000 (both images' useradd --uid 1000). This
+# container is the analyst image, so alice's entry names that uid.
+TOKEN_READER = pwd.getpwnam("alice")
 
 
 class RouteTableProxy(Proxy):
@@ -42,8 +50,17 @@ class RouteTableProxy(Proxy):
 def fresh_token(name: str) -> str:
     token = secrets.token_hex(32)
     path = TOKEN_DIR / name
-    path.write_text(token)
-    path.chmod(0o644)
+    # Written whole under another name, then renamed over the old one: the
+    # file is 0600 from its first byte (a chmod after writing leaves a window,
+    # and the volume keeps a 0644 file of an earlier start), and a reader
+    # never sees a half-written token.
+    partial = path.with_name(f".{name}.partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchown(file.fileno(), TOKEN_READER.pw_uid, TOKEN_READER.pw_gid)
+        file.write(token)
+    os.replace(partial, path)
     return token
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from distributed.deploy.adaptive_core import AdaptiveCore
 
 if TYPE_CHECKING:
-    from .reconciler import AdaptTarget, Reconciler
+    from .reconciler import Reconciler
+    from .targets import AdaptTarget
 
 
 class HTCondorAdaptive(AdaptiveCore):

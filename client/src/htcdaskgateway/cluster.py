@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import logging
 import math
 import numbers
-import os
 import time
 import uuid
 import weakref
@@ -33,13 +31,14 @@ from .compat import ClosingOnceGateway, trust_api_ca
 from .credentials_job import CredentialsJob
 from .errors import HTCondorError, SettingError
 from .jobs import FAILURES_BEFORE_PAUSE, JobId, JobSelector, JobTracker, WorkerJob
-from .naming import LEASE_ATTRIBUTE, checked_cluster_name
-from .reconciler import AdaptTarget, Reconciler, ScaleTarget, Target, target_to_wire
+from .naming import checked_cluster_name
+from .reconciler import Reconciler
 from .schedd import ScheddMember
 from .schedd_pool import ScheddPool
 from .scheduler_link import SchedulerLink
 from .settings import HTCondorSettings
 from .submit import credentials_job_description, worker_job_description
+from .targets import MIN_ADAPT_INTERVAL, AdaptTarget, ScaleTarget, Target, target_to_wire
 from .watch import Watcher
 
 # Seconds wait_for_workers() waits on a scheduler that does not answer
@@ -172,10 +171,20 @@ class HTCGatewayCluster(GatewayCluster):
         return self.htcondor_settings.lease if self.shutdown_on_close else 0
 
     @property
+    def _job_lease(self) -> int:
+        """Seconds the idle jobs' lease at the schedd runs ahead; 0: they have none.
+
+        This object's client lease while it holds one; otherwise (a cluster
+        that outlives its clients) ``detached-lease``, so that the queued
+        jobs and the credentials in the spool of a cluster nobody watches
+        leave the queue in bounded time.
+        """
+        return self._lease or self.htcondor_settings.detached_lease
+
+    @property
     def user(self) -> str:
         """The gateway user the jobs are marked with."""
-        username = getattr(self.gateway.auth, "username", None)
-        return str(username or os.environ.get("JUPYTERHUB_USER") or getpass.getuser())
+        return self.gateway.user
 
     @property
     def _tracker(self) -> JobTracker | None:
@@ -183,12 +192,13 @@ class HTCGatewayCluster(GatewayCluster):
 
     async def _selector(self) -> JobSelector:
         """This cluster's jobs, of this user (as the schedd knows them) and gateway."""
-        return JobSelector(await self.schedd.owner(), self.gateway_id, self.name)
+        owner = await self.schedd.owner()
+        return JobSelector(owner, self.gateway_id, self.name, gateway_user=self.user)
 
     def _credentials_job_description(self, files: Any) -> dict[str, str]:
         return credentials_job_description(
             self.htcondor_settings, self.name, files,
-            user=self.user, gateway_id=self.gateway_id, lease=self._lease or None,
+            user=self.user, gateway_id=self.gateway_id, lease=self._job_lease or None,
         )  # fmt: skip
 
     def _credentials_on(self, schedd: ScheddMember) -> CredentialsJob:
@@ -214,7 +224,7 @@ class HTCGatewayCluster(GatewayCluster):
             return worker_job_description(
                 self.htcondor_settings, self.name, self.worker_scheduler_address,
                 await self._credentials_on(schedd).directory(),
-                user=self.user, gateway_id=self.gateway_id, lease=self._lease or None,
+                user=self.user, gateway_id=self.gateway_id, lease=self._job_lease or None,
                 schedd=schedd.name,
             )  # fmt: skip
 
@@ -230,26 +240,26 @@ class HTCGatewayCluster(GatewayCluster):
         for credentials in self._credentials.values():
             await credentials.settle()
 
-    async def _cluster_gone(self) -> str | None:
+    async def _gateway_state(self) -> str | None:
         # The scheduler is unreachable: does the gateway still run the cluster?
         # (Shut down by another client, its lease lapsed, the gateway's idle
-        # timeout, its pod deleted.) If not, what is left of its jobs goes.
+        # timeout, its pod deleted.) The watcher decides when the answers
+        # prove it gone (GoneEvidence).
         try:
             report = await self.gateway._cluster_report(self.name)
-        except ValueError:
-            report = None
-        if report is not None and report.status in (ClusterStatus.PENDING, ClusterStatus.RUNNING):
+        except ValueError:  # 404: the gateway, or a proxy not yet routing to it
+            return "gone"
+        if report.status in (ClusterStatus.PENDING, ClusterStatus.RUNNING):
             return None
-        state = "gone" if report is None else report.status.name
-        reason = f"stopped elsewhere: the gateway reports it {state}"
-        logger.warning("Cluster %s was %s; removing its remaining jobs", self.name, reason)
+        return report.status.name
+
+    async def _remove_remaining_jobs(self, reason: str) -> None:
         try:
-            await self._remove_all_jobs(f"cluster {self.name} stopped")
+            await self._remove_all_jobs(f"cluster {self.name} {reason}")
         except HTCondorError:
             # Gone all the same; its workers exit without their scheduler and
-            # `htcdaskgateway cleanup` finds jobs that never started.
+            # the jobs' lease removes those that never started.
             logger.exception("Could not remove the remaining jobs of %s", self.name)
-        return reason
 
     async def _remove_all_jobs(self, reason: str) -> None:
         """Remove the cluster's worker jobs and its credentials job."""
@@ -269,11 +279,12 @@ class HTCGatewayCluster(GatewayCluster):
             self._preparing = asyncio.ensure_future(self._prepare_credentials())
         settings = self.htcondor_settings
         link = SchedulerLink(self.scheduler_comm)
-        tracker = JobTracker(self.schedd, self.gateway_id, self.name)
-        self._reconciler = Reconciler(tracker, link, self._submit_workers, settings.max_jobs)
+        tracker = JobTracker(self.schedd, self.gateway_id, self.name, user=self.user)
+        self._reconciler = Reconciler(tracker, link, self._submit_workers, self._token)
         watcher = Watcher(
             self.name, self._token, link, self._reconciler, self._lease,
-            settings.watch_interval, self._cluster_gone, self._refresh_widget,
+            settings.watch_interval, self._gateway_state, self._remove_remaining_jobs,
+            self._refresh_widget, job_lease=self._job_lease,
         )  # fmt: skip
         try:
             reply = await watcher.renew()
@@ -304,18 +315,8 @@ class HTCGatewayCluster(GatewayCluster):
                 # gone (death timeout); stopping the cluster matters more.
                 logger.exception("Could not remove the worker jobs of %s", self.name)
         elif watcher is not None and watcher.stopped_reason is None:
-            await watcher.release()
-            if self._lease:
-                # The cluster runs on after this client: its idle jobs must
-                # not be removed by a lease nobody renews.
-                try:
-                    await self._settle_credentials()
-                    selector = await self._selector()
-                    await self.schedd.edit(
-                        selector.every_job_constraint(), LEASE_ATTRIBUTE, "undefined"
-                    )
-                except HTCondorError:
-                    logger.warning("Could not clear the jobs' lease of %s", self.name)
+            await self._settle_credentials()
+            await watcher.release(self.htcondor_settings.detached_lease)
         await super()._stop_internal(shutdown=shutdown)
 
     # -- scaling ------------------------------------------------------------
@@ -329,8 +330,11 @@ class HTCGatewayCluster(GatewayCluster):
         the workers whose loss costs least through the scheduler (their
         data moves) and only then removes their jobs.
         """
-        n = self._job_count(n, "scale()")
-        return self.gateway.sync(self._set_target, ScaleTarget(n), **kwargs)
+        return self.gateway.sync(self._set_target, self.scale_target(n, "scale()"), **kwargs)
+
+    def scale_target(self, n: object, what: str) -> ScaleTarget:
+        """The target ``scale(n)`` sets, checked against ``max-jobs``, which it carries."""
+        return ScaleTarget(self._job_count(n, what), cap=self.htcondor_settings.max_jobs)
 
     def adapt(
         self,
@@ -377,10 +381,21 @@ class HTCGatewayCluster(GatewayCluster):
             raise SettingError(
                 f"adapt(wait_count=...) takes a whole number >= 1, got {wait_count!r}"
             )
+        every = _seconds(interval, "adapt(interval=...)")
+        if every < MIN_ADAPT_INTERVAL:
+            # Each interval is a look at the scheduler and the schedd.
+            raise SettingError(
+                f"adapt(interval=...) takes at least {MIN_ADAPT_INTERVAL:g} s, got {interval!r}"
+            )
+        duration = _seconds(target_duration, "adapt(target_duration=...)")
+        if duration <= 0:
+            # The scheduler divides its load by it.
+            raise SettingError(
+                f"adapt(target_duration=...) takes more than 0 s, got {target_duration!r}"
+            )
         return AdaptTarget(
-            minimum=low, maximum=high, interval=_seconds(interval, "adapt(interval=...)"),
-            wait_count=wait_count,
-            target_duration=_seconds(target_duration, "adapt(target_duration=...)"),
+            minimum=low, maximum=high, interval=every, wait_count=wait_count,
+            target_duration=duration,
         )  # fmt: skip
 
     def _job_count(self, n: object, what: str) -> int:

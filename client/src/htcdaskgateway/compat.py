@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
+import os
 import ssl
 import time
 from typing import Any
@@ -48,6 +50,18 @@ class ClosingOnceGateway(Gateway):
     """
 
     _closed_here = False
+
+    @property
+    def user(self) -> str:
+        """The gateway user this client works for: what its jobs are marked and selected by.
+
+        The gateway has no "who am I" call, so this is how dask-gateway's
+        auth names the user (basic auth's username; in a hub session
+        JUPYTERHUB_USER), as ``HTCGatewayCluster.user`` marks the jobs. A
+        wrong guess selects nothing: never another user's jobs.
+        """
+        username = getattr(self.auth, "username", None)
+        return str(username or os.environ.get("JUPYTERHUB_USER") or getpass.getuser())
 
     def close(self) -> Any:
         if self.asynchronous:

@@ -15,7 +15,6 @@ from dask_gateway.client import ClusterReport
 from .cluster import HTCGatewayCluster, gateway_id
 from .compat import ClosingOnceGateway, trust_api_ca
 from .jobs import JobSelector, WorkerJob, count_by_status
-from .reconciler import ScaleTarget
 from .schedd_pool import ScheddPool
 from .settings import HTCondorSettings
 
@@ -49,9 +48,15 @@ class HTCGateway(ClosingOnceGateway):
         _unclosed.add(self)
 
     async def _jobs_selector(self, cluster_name: str | None = None) -> JobSelector:
-        """Your jobs (as the schedd knows you) of this gateway; of one cluster if named."""
+        """Your jobs (to the schedd and the gateway) of this gateway; of one cluster if named.
+
+        Selected on the gateway user too: where hub users share one HTCondor
+        identity, the gateway lists only your clusters, so another user's
+        live cluster would otherwise look orphaned to ``cleanup``.
+        """
         gateway = gateway_id(self.htcondor_settings, self.address)
-        return JobSelector(await self.schedd.owner(), gateway, cluster_name)
+        owner = await self.schedd.owner()
+        return JobSelector(owner, gateway, cluster_name, gateway_user=self.user)
 
     def _cluster_kwargs(self, htcondor: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return {
@@ -125,7 +130,7 @@ class HTCGateway(ClosingOnceGateway):
 
     async def _scale_by_name(self, cluster_name: str, n: int) -> None:
         async with self._connected(cluster_name) as cluster:
-            await cluster._set_target(ScaleTarget(cluster._job_count(n, "scale_cluster()")))
+            await cluster._set_target(cluster.scale_target(n, "scale_cluster()"))
 
     def adapt_cluster(
         self,
@@ -216,10 +221,12 @@ class HTCGateway(ClosingOnceGateway):
         """Remove the jobs of clusters this gateway no longer runs.
 
         Such jobs are left when a client dies before it can shut its cluster
-        down. Only your own jobs (as the schedd knows you) that carry this
-        gateway's ``gateway-id`` are considered: another gateway's clusters
-        sharing the schedd are not this one's to judge. Returns the number
-        of jobs removed per cluster name.
+        down. Only your own jobs that carry this gateway's ``gateway-id``
+        are considered: yours as the schedd knows you (``User``) and as the
+        gateway does (``HTCDaskGatewayUser``), since the gateway lists only
+        your clusters; another user's or another gateway's clusters sharing
+        the schedd, or your HTCondor identity, are not yours to judge.
+        Returns the number of jobs removed per cluster name.
         """
         return self.sync(self._remove_orphaned_jobs, **kwargs)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ from .naming import (
     CLUSTER_ATTRIBUTE,
     CREDENTIALS_ROLE,
     GATEWAY_ATTRIBUTE,
+    JOB_ID,
     ROLE_ATTRIBUTE,
+    USER_ATTRIBUTE,
     checked_cluster_name,
 )
 
@@ -33,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 # HoldReasonCode of a job whose input files could not be sent to its slot.
 TRANSFER_INPUT_ERROR = 13
-
-_JOB_ID = re.compile(r"(\d+)\.(\d+)(?:@(\S+))?")
 
 
 class JobId(str):
@@ -53,7 +52,7 @@ class JobId(str):
     def __new__(cls, value: str) -> JobId:
         if isinstance(value, JobId):
             return value
-        if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
+        if not isinstance(value, str) or not JOB_ID.fullmatch(value):
             raise ValueError(f"Not an HTCondor job id: {value!r}")
         return super().__new__(cls, value)
 
@@ -164,12 +163,17 @@ class EndedJob:
     # The schedd's own reason for a removal; set when a periodic_remove
     # expression (the lease) removed it rather than a person or a client.
     removed_by_policy: bool = False
+    # Left the queue, but the schedd's history never recorded it (history
+    # turned off, or a schedd that restarted without it).
+    unrecorded: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "job_id", JobId(self.job_id))
 
     def describe(self) -> str:
         """What happened, e.g. "job 12.0 exited with code 1 after 61 s"."""
+        if self.unrecorded:
+            return f"job {self.job_id} left the queue; the schedd's history has no record of how"
         if self.status is JobStatus.REMOVED:
             how = (
                 "was removed by the schedd's lease check"
@@ -187,8 +191,13 @@ class EndedJob:
         """Ended without serving: its worker never joined, it crashed, or the lease removed it.
 
         A job the schedd removed because its lease had lapsed counts too: a
-        replacement would carry the same lease and go the same way.
+        replacement would carry the same lease and go the same way. So does
+        one that left unrecorded before its worker joined: without a record
+        nothing says it served, and a worker that crashes at start must not
+        be resubmitted for good.
         """
+        if self.unrecorded:
+            return not worker_joined
         if self.status is JobStatus.REMOVED:
             return self.removed_by_policy
         if self.status is not JobStatus.COMPLETED:
@@ -205,18 +214,24 @@ class JobSelector:
     carries the same cluster name never matches. ``gateway`` names the
     gateway whose clusters the jobs serve (``GATEWAY_ATTRIBUTE``), so two
     gateways sharing a schedd never judge each other's jobs.
+    ``gateway_user`` is the gateway user the jobs work for
+    (``USER_ATTRIBUTE``): where hub users share one HTCondor identity (one
+    submit token for the hub), ``User`` is the same for all of them, and
+    only this keeps alice's cleanup off bob's live clusters. Keyword-only
+    and required, so that no selection can leave it out.
     """
 
     owner: str
     gateway: str
     cluster: str | None = None  # None: every cluster of this gateway
+    gateway_user: str = dataclasses.field(kw_only=True)
 
     def __post_init__(self) -> None:
         if self.cluster is not None:
             checked_cluster_name(self.cluster)
 
     def for_cluster(self, cluster: str) -> JobSelector:
-        return JobSelector(self.owner, self.gateway, cluster)
+        return dataclasses.replace(self, cluster=cluster)
 
     def constraint(self, *statuses: JobStatus) -> str:
         """The worker jobs (in one of ``statuses``, if given)."""
@@ -233,6 +248,7 @@ class JobSelector:
     def _terms(self, statuses: tuple[JobStatus, ...], *extra: str) -> str:
         terms = [f"User == {classad_string(self.owner)}"]
         terms.append(f"{GATEWAY_ATTRIBUTE} == {classad_string(self.gateway)}")
+        terms.append(f"{USER_ATTRIBUTE} == {classad_string(self.gateway_user)}")
         if self.cluster is None:
             terms.append(f"{CLUSTER_ATTRIBUTE} =!= undefined")
         else:
@@ -296,10 +312,13 @@ class JobTracker:
     Nothing here acts on jobs.
     """
 
-    def __init__(self, schedd: Schedd, gateway_id: str, cluster: str, clock: Any = time) -> None:
+    def __init__(
+        self, schedd: Schedd, gateway_id: str, cluster: str, *, user: str, clock: Any = time
+    ) -> None:
         self.schedd = schedd
         self.gateway_id = gateway_id
         self.cluster = checked_cluster_name(cluster)
+        self.user = user  # the gateway user the cluster's jobs work for
         self._clock = clock
         self.table: list[WorkerJob] = []  # active jobs, as of the last refresh
         self.joined: set[JobId] = set()  # jobs whose worker has joined the scheduler
@@ -308,6 +327,7 @@ class JobTracker:
         self._last_seen: dict[JobId, float] = {}  # epoch second last seen queued
         self._removed_here: set[JobId] = set()
         self._idle_since: dict[JobId, float] = {}
+        self._in_scheduler: set[JobId] = set()  # as of the last saw_workers()
         # (schedd, ClusterId) of a submit transaction -> (when, why its jobs wait)
         self._idle_reasons: dict[tuple[str | None, int], tuple[float, str]] = {}
 
@@ -328,14 +348,17 @@ class JobTracker:
 
     def saw_workers(self, job_ids: Iterable[JobId]) -> None:
         """The jobs whose workers are in the scheduler now."""
-        new = set(job_ids) - self.joined
+        self._in_scheduler = set(job_ids)
+        new = self._in_scheduler - self.joined
         if new:
             self.failures_in_a_row = 0  # a worker joined: the jobs can work
             self.joined |= new
 
     async def selector(self) -> JobSelector:
-        """This cluster's jobs, of this user (as the schedd knows them) and gateway."""
-        return JobSelector(await self.schedd.owner(), self.gateway_id, self.cluster)
+        """This cluster's jobs, of this user (to the schedd and the gateway) and gateway."""
+        return JobSelector(
+            await self.schedd.owner(), self.gateway_id, self.cluster, gateway_user=self.user
+        )
 
     async def refresh(self) -> list[WorkerJob]:
         selector = await self.selector()
@@ -344,7 +367,22 @@ class JobTracker:
             selector, [job for job in jobs if job.status.is_active]
         )
         await self._notice_ended(self.table)
+        self._forget_gone()
         return self.table
+
+    def _forget_gone(self) -> None:
+        # What a long adaptive cluster would otherwise accumulate. A job stays
+        # "joined" while queued, while its end is still awaited (_last_seen:
+        # _notice_ended judges that end by it), or while its worker is still
+        # in the scheduler (a job on a schedd not answering): dropping that
+        # one would make the next saw_workers() count it as newly joined.
+        keep = {job.job_id for job in self.table} | set(self._last_seen) | self._in_scheduler
+        self.joined &= keep
+        # An idle reason is shown only for a job in the table.
+        transactions = {_transaction(job.job_id) for job in self.table}
+        self._idle_reasons = {
+            key: known for key, known in self._idle_reasons.items() if key in transactions
+        }
 
     async def _mark_lost_credentials(
         self, selector: JobSelector, jobs: list[WorkerJob]
@@ -390,16 +428,17 @@ class JobTracker:
             ended = await self.schedd.ended(gone, not_before)
         except HTCondorError:
             logger.warning("Could not learn how jobs %s ended", gone)
-            ended = []
+            return
+        recorded = {job.job_id for job in ended}
+        for job_id in gone:  # never recorded (history off, or a slow history)
+            if job_id not in recorded and now - self._last_seen[job_id] > HISTORY_WAIT:
+                ended.append(EndedJob(job_id, JobStatus.REMOVED, unrecorded=True))
         for job in ended:
             if self._last_seen.pop(job.job_id, None) is None:
                 continue
             if job.failed(worker_joined=job.job_id in self.joined):
                 self.failures = [*self.failures[-(FAILURES_BEFORE_PAUSE * 3) :], job]
                 self.failures_in_a_row += 1
-        for job_id in gone:  # never recorded (history off, or a slow history)
-            if now - self._last_seen.get(job_id, now) > HISTORY_WAIT:
-                self._last_seen.pop(job_id, None)
 
     async def explain_idle(self) -> None:
         """Learn why long-idle jobs wait: at most one question to the pool per call."""

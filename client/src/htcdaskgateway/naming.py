@@ -8,6 +8,10 @@ and a job in the queue are one identity.
 import re
 
 WORKER_NAME_PREFIX = "htc-"
+# An HTCondor job id, "<ClusterId>.<ProcId>", with "@<schedd name>" where
+# the schedd is known (jobs.JobId). Here, not in jobs.py: worker jobs import
+# this module and have no dask_gateway.
+JOB_ID = re.compile(r"(\d+)\.(\d+)(?:@(\S+))?")
 
 
 def worker_name_template(schedd: str | None) -> str:
@@ -40,7 +44,8 @@ _CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def is_htcondor_worker(name: object) -> bool:
-    return isinstance(name, str) and name.startswith(WORKER_NAME_PREFIX)
+    """Named ``htc-<job id>``: a worker of one of the cluster's jobs."""
+    return job_id_of_worker(name) is not None
 
 
 def worker_name(job_id: str) -> str:
@@ -48,8 +53,15 @@ def worker_name(job_id: str) -> str:
 
 
 def job_id_of_worker(name: object) -> str | None:
-    """The job id in an HTCondor worker's name, ``None`` for other workers."""
-    return name[len(WORKER_NAME_PREFIX) :] if is_htcondor_worker(name) else None  # type: ignore[index]
+    """The job id in an HTCondor worker's name, ``None`` for other workers.
+
+    A worker that merely starts with the prefix (``htc-debug``, someone's
+    test) is not one: it has no job to count, retire or remove.
+    """
+    if not isinstance(name, str) or not name.startswith(WORKER_NAME_PREFIX):
+        return None
+    job_id = name.removeprefix(WORKER_NAME_PREFIX)
+    return job_id if JOB_ID.fullmatch(job_id) else None
 
 
 def scheduler_sni(cluster_name: str) -> str:

@@ -14,13 +14,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from .adaptive import HTCondorAdaptive
 from .errors import HTCondorError
 from .jobs import JobId, JobStatus, JobTracker, WorkerJob, removal_order
 from .scheduler_link import SchedulerLink
+from .targets import AdaptTarget, ScaleTarget, Target, TargetFormatError, target_from_wire
 
 logger = logging.getLogger(__name__)
 
@@ -30,40 +30,6 @@ BACKOFF_FIRST = 5.0
 BACKOFF_MAX = 300.0
 
 
-@dataclass(frozen=True)
-class ScaleTarget:
-    """Hold the cluster at ``n`` worker jobs (idle, running or held)."""
-
-    n: int
-    kind: str = "scale"
-
-
-@dataclass(frozen=True)
-class AdaptTarget:
-    """Follow the scheduler's load between ``minimum`` and ``maximum`` jobs."""
-
-    minimum: int
-    maximum: int
-    interval: float
-    wait_count: int
-    target_duration: float
-    kind: str = "adapt"
-
-
-Target = ScaleTarget | AdaptTarget
-
-
-def target_to_wire(target: Target | None) -> dict[str, Any] | None:
-    return None if target is None else asdict(target)
-
-
-def target_from_wire(wire: dict[str, Any] | None) -> Target | None:
-    if not wire:
-        return None
-    fields = {k: v for k, v in wire.items() if k != "kind"}
-    return ScaleTarget(**fields) if wire.get("kind") == "scale" else AdaptTarget(**fields)
-
-
 class Reconciler:
     """Compares a cluster's target with its jobs and acts; one per cluster object.
 
@@ -71,6 +37,12 @@ class Reconciler:
     (the cluster builds the description: credentials, lease). Only one
     step runs at a time; ``step()`` is called by the watcher and by
     ``scale()``/``adapt()`` directly, so a new target takes effect at once.
+
+    With a ``token`` (the client's, as the scheduler plugin knows it), every
+    act is first confirmed at the plugin: this client must still be the
+    applier and its target the current one. Another client may have set a
+    new target a moment ago, which this one would otherwise undo until its
+    next renewal.
     """
 
     def __init__(
@@ -78,15 +50,18 @@ class Reconciler:
         tracker: JobTracker,
         scheduler: SchedulerLink,
         submit: Callable[[int], Awaitable[list[JobId]]],
-        max_jobs: int,
+        token: str | None = None,
         clock: Any = time,
     ) -> None:
         self.tracker = tracker
         self.scheduler = scheduler
         self._submit = submit
-        self.max_jobs = max_jobs
+        self.token = token
         self._clock = clock
         self.target: Target | None = None
+        # A target this client cannot read (TargetFormatError's text): it
+        # leaves the jobs alone rather than apply a guess.
+        self.unreadable: str | None = None
         self.generation: int | None = None
         self.adaptive: HTCondorAdaptive | None = None
         self.lock = asyncio.Lock()
@@ -99,7 +74,7 @@ class Reconciler:
         """Take the target the scheduler holds; a new one starts afresh."""
         if generation == self.generation and target == self.target:
             return
-        self.target, self.generation = target, generation
+        self.target, self.generation, self.unreadable = target, generation, None
         self.tracker.reset_failures()
         self.submit_failures, self.submit_error, self.retry_at = 0, None, 0.0
         self.adaptive = None
@@ -128,7 +103,32 @@ class Reconciler:
         await self.tracker.refresh()
         return joined
 
+    def want_wire(self, wire: object, generation: int | None) -> None:
+        """Take the target in the plugin's wire form; one this client cannot read stops acting."""
+        try:
+            target = target_from_wire(wire)
+        except TargetFormatError as exc:
+            if generation != self.generation or self.unreadable is None:
+                logger.warning("The cluster's target cannot be read (%s); its jobs are left "
+                               "as they are until a readable target is set", exc)  # fmt: skip
+            self.want(None, generation)
+            self.unreadable = str(exc)
+            return
+        self.want(target, generation)
+
+    async def confirmed(self) -> bool:
+        """Whether this client may act now: still the applier, of the current target."""
+        if self.token is None:
+            return True
+        state = await self.scheduler.confirm(self.token, self.generation)
+        if state.get("confirmed"):
+            return True
+        self.want_wire(state.get("target"), state.get("generation"))
+        return False
+
     async def _act(self, raise_errors: bool) -> None:
+        if self.unreadable is not None or not await self.confirmed():
+            return
         lost = [job.job_id for job in self.tracker.table if job.credentials_lost]
         if lost and self.target is not None:
             # Never started, so nothing is lost with them; the submission
@@ -140,8 +140,9 @@ class Reconciler:
             await self.scale_to(self.target.n, raise_errors)
 
     async def scale_to(self, n: int, raise_errors: bool = False) -> None:
-        """Submit or remove jobs so that ``n`` are active (at most ``max_jobs``)."""
-        n = min(n, self.max_jobs)
+        """Submit or remove jobs so that ``n`` are active (at most the target's cap)."""
+        if isinstance(self.target, ScaleTarget):
+            n = min(n, self.target.cap)
         active = self.tracker.table
         if n > len(active):
             await self._submit_more(n - len(active), raise_errors)

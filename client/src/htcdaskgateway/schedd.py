@@ -85,15 +85,19 @@ class ScheddClient:
         self.timeout = timeout
         self._owner: str | None = None
         # Seconds the schedd's clock is ahead of this machine's, from the
-        # ServerTime of the last query that returned jobs.
-        self.clock_offset = 0.0
+        # ServerTime of the last query that returned jobs; None until one has.
+        self.clock_offset: float | None = None
 
     def __repr__(self) -> str:
         return f"ScheddClient(collector={self.collector!r}, name={self.name!r})"
 
     def schedd_time(self) -> float:
-        """Now, on the schedd's clock as last measured."""
-        return time.time() + self.clock_offset
+        """Now, on the schedd's clock as last measured (this machine's until measured)."""
+        return time.time() + (self.clock_offset or 0.0)
+
+    def _measure_clock(self, ads: list[dict[str, Any]]) -> None:
+        if ads and isinstance(ads[0].get("ServerTime"), int):
+            self.clock_offset = ads[0]["ServerTime"] - time.time()
 
     async def _call(self, name: str, *args: Any) -> Any:
         where = (self.collector, self.name)
@@ -156,8 +160,7 @@ class ScheddClient:
     async def jobs(self, constraint: str) -> list[WorkerJob]:
         """Jobs matching ``constraint`` that are still in the queue."""
         ads = await self._call("query", constraint, _PROJECTION)
-        if ads and isinstance(ads[0].get("ServerTime"), int):
-            self.clock_offset = ads[0]["ServerTime"] - time.time()
+        self._measure_clock(ads)
         ads.sort(key=lambda ad: (ad["ClusterId"], ad["ProcId"]))
         return [
             WorkerJob(
@@ -186,8 +189,14 @@ class ScheddClient:
         return [job for job in ended if job.job_id in wanted]
 
     async def history(self, constraint: str, not_before: int, limit: int = -1) -> list[EndedJob]:
-        """Jobs matching ``constraint`` that left the queue since ``not_before``, newest first."""
-        ads = await self._call("history", constraint, _HISTORY_PROJECTION, limit, int(not_before))
+        """Jobs matching ``constraint`` that left the queue since ``not_before``, newest first.
+
+        ``not_before`` is on this machine's clock; the schedd's history is
+        on its own, so the bound moves by the measured difference (a client
+        minutes ahead would otherwise never see its jobs' ends).
+        """
+        since = int(not_before + (self.clock_offset or 0.0))
+        ads = await self._call("history", constraint, _HISTORY_PROJECTION, limit, since)
         return [_ended_job(ad, self.name) for ad in ads]
 
     async def edit(self, constraint: str, attribute: str, value: str) -> None:
@@ -195,7 +204,14 @@ class ScheddClient:
         await self._call("edit", constraint, attribute, value)
 
     async def renew_lease(self, constraint: str, seconds: int) -> None:
-        """Set matching jobs' lease to end ``seconds`` from now, on this schedd's clock."""
+        """Set matching jobs' lease to end ``seconds`` from now, on this schedd's clock.
+
+        The schedd's clock is measured first if no query has yet (a new
+        cluster has only its credentials job): with this machine's clock
+        minutes behind, the expiry written would already be past.
+        """
+        if self.clock_offset is None:
+            self._measure_clock(await self._call("query", constraint, ["ServerTime"]))
         await self.edit(constraint, LEASE_ATTRIBUTE, str(int(self.schedd_time()) + seconds))
 
     async def explain_idle(self, job_id: JobId) -> str | None:

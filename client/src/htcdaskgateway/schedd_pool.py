@@ -36,6 +36,11 @@ COOL_DOWN = 60.0
 DISCOVERY_TTL = 60.0
 # Least weight of a schedd that answers: a full one is still tried, last.
 MIN_WEIGHT = 0.05
+# Seconds a schedd missing from the collector's answers stays a member. A
+# schedd or collector restart leaves it out for minutes while its jobs are
+# still queued: it is asked as before (shown "not answering" if it does
+# not) and removals and shutdown still reach it, but no new jobs go there.
+UNLISTED_KEPT = 3600.0
 
 
 def schedd_weight(ad: Mapping[str, Any]) -> float:
@@ -72,6 +77,7 @@ class ScheddPool:
         connect: Callable[[str | None], ScheddMember] | None = None,
         list_schedds: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None,
         rng: random.Random | None = None,
+        clock: Any = time,
     ) -> None:
         self.collector = collector
         self.names = names
@@ -81,9 +87,11 @@ class ScheddPool:
         self._connect = connect or (lambda name: ScheddClient(collector, name, timeout))
         self._list_schedds = list_schedds or ScheddClient(collector, None, timeout).schedd_ads
         self._rng = rng or random.Random()
+        self._clock = clock
         self._members: dict[str | None, ScheddMember] = {}
         self._weights: dict[str | None, float] = {}
         self._discovered_at = -DISCOVERY_TTL
+        self._unlisted_since: dict[str | None, float] = {}  # name -> monotonic
         self._cooling: dict[str | None, float] = {}  # name -> monotonic end of its cool-down
         self._last_seen: dict[tuple[str | None, str], list[WorkerJob]] = {}
         self.unreachable: dict[str, str] = {}  # schedd name -> why, as of the last query
@@ -99,8 +107,9 @@ class ScheddPool:
         return self._members[name]
 
     async def members(self) -> list[ScheddMember]:
-        """Every schedd of the pool, as last listed by the collector."""
-        if time.monotonic() - self._discovered_at < DISCOVERY_TTL and self._weights:
+        """Every schedd of the pool: as last listed by the collector, and those
+        it stopped listing less than ``UNLISTED_KEPT`` seconds ago."""
+        if self._clock.monotonic() - self._discovered_at < DISCOVERY_TTL and self._weights:
             return [self._member(name) for name in self._weights]
         constraint = self.constraint or "true"
         if self.names:
@@ -113,8 +122,18 @@ class ScheddPool:
                 raise
             ads = []  # keep the last list (or the configured names) while the collector is away
         if ads:
-            self._weights = {ad["Name"]: schedd_weight(ad) for ad in ads if "Name" in ad}
-            self._discovered_at = time.monotonic()
+            now = self._clock.monotonic()
+            listed = {ad["Name"]: schedd_weight(ad) for ad in ads if "Name" in ad}
+            for name in listed:
+                self._unlisted_since.pop(name, None)
+            for name in self._weights.keys() - listed.keys():
+                since = self._unlisted_since.setdefault(name, now)
+                if now - since < UNLISTED_KEPT:
+                    listed[name] = MIN_WEIGHT
+                else:
+                    del self._unlisted_since[name]
+            self._weights = listed
+            self._discovered_at = now
         elif self.names and not self._weights:
             self._weights = dict.fromkeys(self.names, 1.0)
         if not self._weights:
@@ -127,7 +146,9 @@ class ScheddPool:
     async def submit_order(self) -> list[ScheddMember]:
         """Schedds to try for a submission, best first: weighted by room, cooling ones last."""
         members = await self.members()
-        now = time.monotonic()
+        now = self._clock.monotonic()
+        # A schedd the collector no longer lists may be gone for good.
+        members = [m for m in members if m.name not in self._unlisted_since] or members
         ready = [m for m in members if self._cooling.get(m.name, 0.0) <= now]
         cooling = [m for m in members if m not in ready]
         order = []
@@ -140,7 +161,7 @@ class ScheddPool:
     def cool_down(self, member: ScheddMember, reason: str) -> None:
         """Pass ``member`` over for new jobs for a while: it did not answer or refused them."""
         logger.warning("ScheddMember %s passed over for %.0f s: %s", member.name, COOL_DOWN, reason)
-        self._cooling[member.name] = time.monotonic() + COOL_DOWN
+        self._cooling[member.name] = self._clock.monotonic() + COOL_DOWN
 
     # -- the ScheddMember interface, across all members --------------------------------
 

@@ -45,6 +45,10 @@ class SchedulerLink:
             "htcdaskgateway_set_target", token=token, target=target, apply_ttl=apply_ttl
         )
 
+    async def confirm(self, token: str, generation: int | None) -> dict[str, Any]:
+        """The plugin's state, with ``confirmed``: ``token`` applies target ``generation`` now."""
+        return dict(await self._ask("htcdaskgateway_confirm", token=token, generation=generation))
+
     async def release(self, token: str) -> None:
         await self._ask("htcdaskgateway_release", token=token)
 

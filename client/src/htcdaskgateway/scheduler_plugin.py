@@ -47,6 +47,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from . import config as _config  # noqa: F401  (registers gateway.htcondor defaults)
 from .naming import is_htcondor_worker
+from .targets import check_wire_target
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         handlers = {
             "htcdaskgateway_renew": self.renew,
             "htcdaskgateway_set_target": self.set_target,
+            "htcdaskgateway_confirm": self.confirm,
             "htcdaskgateway_release": self.release,
             "htcdaskgateway_workers_to_close": self.workers_to_close,
             "htcdaskgateway_adaptive_target": self.adaptive_target,
@@ -156,12 +158,27 @@ class KeepHTCondorWorkers(SchedulerPlugin):
     def set_target(
         self, token: str, target: dict[str, Any] | None, apply_ttl: float
     ) -> dict[str, Any]:
-        """Make ``target`` the cluster's wanted size and ``token``'s client its applier."""
-        self.target = target
+        """Make ``target`` the cluster's wanted size and ``token``'s client its applier.
+
+        A malformed target is refused here (``TargetFormatError``, a
+        ``ValueError``), so what every client reads back is well formed.
+        """
+        self.target = check_wire_target(target)
         self.generation += 1
         self.applier, self._applier_expiry = token, time.monotonic() + apply_ttl
         logger.info("Cluster target set to %s", target)
         return self._state()
+
+    def confirm(self, token: str, generation: int | None) -> dict[str, Any]:
+        """Whether ``token``'s client is the applier of target ``generation``, now.
+
+        Asked right before a client acts on jobs, so that a client that has
+        not yet heard of a newer target (set by the CLI or a second
+        notebook a moment ago) does not undo it.
+        """
+        now = time.monotonic()
+        current = self.applier == token and self._applier_expiry >= now
+        return {**self._state(), "confirmed": current and generation == self.generation}
 
     def release(self, token: str) -> dict[str, Any]:
         """Stop being the applier (a client closing); the target stays."""
@@ -197,7 +214,13 @@ class KeepHTCondorWorkers(SchedulerPlugin):
 
     async def _watch_leases(self) -> None:
         while True:
+            due = time.monotonic() + LEASE_CHECK_PERIOD
             await asyncio.sleep(LEASE_CHECK_PERIOD)
+            # The event loop was held up (a big graph unpacked, a throttled
+            # pod): no client could renew meanwhile, and their renewals may
+            # still be queued behind this check. The leases stand still for
+            # that long.
+            self.extend_leases(time.monotonic() - due)
             reason = self._reason_to_stop()
             if reason is None:
                 continue
@@ -206,6 +229,13 @@ class KeepHTCondorWorkers(SchedulerPlugin):
             # which waits for this loop to end.
             self._shutdown_task = asyncio.create_task(self._shut_down())
             return
+
+    def extend_leases(self, seconds: float) -> None:
+        """Push every lease, and the applier role, out by ``seconds`` the scheduler was frozen."""
+        if seconds <= LEASE_CHECK_PERIOD:
+            return
+        self.leases = {token: expiry + seconds for token, expiry in self.leases.items()}
+        self._applier_expiry += seconds
 
     def _reason_to_stop(self) -> str | None:
         now = time.monotonic()

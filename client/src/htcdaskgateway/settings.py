@@ -24,6 +24,19 @@ from .config import defaults as shipped_defaults  # importing registers them
 from .errors import SettingError
 
 PREFIX = "gateway.htcondor"
+# Smallest values accepted, in seconds. The client lease is renewed every
+# lease / 3 s, each renewal a scheduler call that may take up to 10 s
+# (scheduler_link.CALL_TIMEOUT), and the plugin checks leases every second:
+# a lease of a second or two lapses at the first slow call. The floor is
+# what the e2e tests use for speed; a production lease should stay well
+# above 3 x CALL_TIMEOUT, as the default 60 does.
+MIN_LEASE = 3
+# A look at the jobs every watch-interval, each a query to the schedd: less
+# than a second apart is load on the schedd, not faster scaling.
+MIN_WATCH_INTERVAL = 1.0
+# A time limit under a second fails ordinary calls (a query, a submit) to a
+# busy schedd, and every look with them.
+MIN_SCHEDD_TIMEOUT = 1.0
 UNIVERSES = ("vanilla", "container", "docker")
 # Sections whose keys are the user's own names (submit commands, ClassAd
 # attributes, dask config keys), kept exactly as written.
@@ -63,6 +76,7 @@ class HTCondorSettings:
     schedd_constraint: str | None
     scheduler_address: str | None
     lease: int
+    detached_lease: int  # seconds; 0: the jobs of a cluster nobody watches never lapse
     watch_interval: float
     schedd_timeout: float
     max_jobs: int
@@ -95,9 +109,10 @@ class HTCondorSettings:
             schedd=_schedd_names(raw["schedd"]),
             schedd_constraint=_optional_str(raw["schedd-constraint"], "schedd-constraint"),
             scheduler_address=_scheduler_address(raw["scheduler-address"]),
-            lease=0 if raw["lease"] in (0, None) else _positive_int(raw["lease"], "lease"),
-            watch_interval=_positive_number(raw["watch-interval"], "watch-interval"),
-            schedd_timeout=_positive_number(raw["schedd-timeout"], "schedd-timeout"),
+            lease=0 if raw["lease"] in (0, None) else _lease(raw["lease"]),
+            detached_lease=_lease(raw["detached-lease"], "detached-lease"),
+            watch_interval=_at_least(raw["watch-interval"], "watch-interval", MIN_WATCH_INTERVAL),
+            schedd_timeout=_at_least(raw["schedd-timeout"], "schedd-timeout", MIN_SCHEDD_TIMEOUT),
             max_jobs=_positive_int(raw["max-jobs"], "max-jobs"),
             gateway_id=_optional_str(raw["gateway-id"], "gateway-id"),
             api_ca=_pem_certificates(raw["api-ca"], "api-ca"),
@@ -181,6 +196,22 @@ def _positive_number(value: object, setting: str) -> float:
     return float(value)
 
 
+def _at_least(value: object, setting: str, minimum: float) -> float:
+    seconds = _positive_number(value, setting)
+    if seconds < minimum:
+        raise _fail(setting, f"a number of seconds >= {minimum:g}", value)
+    return seconds
+
+
+def _lease(value: object, setting: str = "lease") -> int:
+    if value in (0, None):
+        return 0
+    seconds = _positive_int(value, setting)
+    if seconds < MIN_LEASE:
+        raise _fail(setting, f"0 (no lease) or a whole number of seconds >= {MIN_LEASE}", value)
+    return seconds
+
+
 def _byte_size(value: object, setting: str) -> int:
     try:
         size = parse_bytes(value)  # type: ignore[arg-type]
@@ -254,8 +285,14 @@ def _batch_name(value: object) -> str:
     return template
 
 
-# Submit commands that keep a worker job owned, leased and secret; what the
-# client sets there is not the user's to change through extra-directives.
+# What keeps a worker job owned, leased and secret, and keeps the credentials
+# job from running: set by the client, not the user's to change. HTCondor
+# applies ``MY.x`` / ``+x`` directives and submit.attributes last, over the
+# submit commands, so both the commands and the ClassAd attributes they set
+# are refused, whatever the case. submit.requirements adds requirements
+# (ANDed); a Requirements attribute would replace the client's, including
+# the credentials job's "never run". KillSig stays open: kill-timeout bounds
+# a catchable kill_sig.
 PROTECTED_COMMANDS = frozenset(
     {
         "periodic_remove", "getenv", "environment", "env", "arguments", "args",
@@ -263,15 +300,51 @@ PROTECTED_COMMANDS = frozenset(
         "initialdir", "iwd",
     }
 )  # fmt: skip
+PROTECTED_ATTRIBUTES = frozenset(
+    {
+        "periodicremove", "requirements", "transferinput", "transferexecutable", "cmd",
+        "environment", "env", "args", "arguments", "iwd", "getenv", "leavejobinqueue",
+        "user", "owner",
+    }
+)  # fmt: skip
+# Every attribute of this package's own (naming.py: cluster, user, gateway, lease, role).
 PROTECTED_ATTRIBUTE_PREFIX = "htcdaskgateway"
+_ATTRIBUTE_PREFIXES = ("+", "my.")
 
 
-def _protected(command: str) -> bool:
-    name = command.strip().lower()
-    for prefix in ("+", "my."):
+def _attribute_name(directive: str) -> str | None:
+    """The ClassAd attribute a ``MY.x`` / ``+x`` directive sets, lowercased; None for a command."""
+    name = directive.strip().lower()
+    for prefix in _ATTRIBUTE_PREFIXES:
         if name.startswith(prefix):
-            return name[len(prefix) :].startswith(PROTECTED_ATTRIBUTE_PREFIX)
-    return name in PROTECTED_COMMANDS
+            return name.removeprefix(prefix).strip()
+    return None
+
+
+def _protected_attribute(name: str) -> bool:
+    name = name.strip().lower()
+    return name in PROTECTED_ATTRIBUTES or name.startswith(PROTECTED_ATTRIBUTE_PREFIX)
+
+
+def _protected(directive: str) -> bool:
+    attribute = _attribute_name(directive)
+    if attribute is not None:
+        return _protected_attribute(attribute)
+    return directive.strip().lower() in PROTECTED_COMMANDS
+
+
+def _refusal(setting: str, name: str) -> SettingError:
+    if (_attribute_name(name) or name.strip().lower()) == "requirements":
+        why = (
+            "it would replace the jobs' own requirements (the credentials job's keep it from "
+            f"ever running); add yours with {PREFIX}.submit.requirements, ANDed with them"
+        )
+    else:
+        why = (
+            "htcdaskgateway sets it to keep the jobs owned, leased and free of secrets "
+            "(worker settings cover the executable, its arguments and environment)"
+        )
+    return SettingError(f"{PREFIX}.{setting}.{name} may not be set: {why}")
 
 
 def _directives(value: object) -> tuple[tuple[str, str], ...]:
@@ -283,11 +356,7 @@ def _directives(value: object) -> tuple[tuple[str, str], ...]:
         if not isinstance(key, str) or not isinstance(item, str | int | float | bool):
             raise _fail(setting, "a mapping of strings to strings", value)
         if _protected(key):
-            raise SettingError(
-                f"{PREFIX}.{setting}.{key} may not be set: htcdaskgateway sets it to keep the "
-                "worker jobs owned, leased and free of secrets (worker settings cover the "
-                "executable and its arguments)"
-            )
+            raise _refusal(setting, key)
         items.append((key, str(item)))
     return tuple(items)
 
@@ -334,11 +403,8 @@ def _attributes(value: object) -> tuple[tuple[str, str], ...]:
     for name, item in value.items():
         if not isinstance(name, str) or not _ATTRIBUTE_NAME.fullmatch(name):
             raise _fail("submit.attributes", "ClassAd attribute names (letters, digits, _)", name)
-        if name.lower().startswith(PROTECTED_ATTRIBUTE_PREFIX):
-            raise SettingError(
-                f"{PREFIX}.submit.attributes.{name} may not be set: htcdaskgateway's own "
-                "attributes tie jobs to their cluster, user, gateway and lease"
-            )
+        if _protected_attribute(name):
+            raise _refusal("submit.attributes", name)
         if isinstance(item, bool):
             item = "true" if item else "false"
         if not isinstance(item, str | int | float):

@@ -165,7 +165,7 @@ def _owned_and_leased(
             f"MY.{CLUSTER_ATTRIBUTE}": classad_string(cluster_name),
             f"MY.{USER_ATTRIBUTE}": classad_string(user),
             f"MY.{GATEWAY_ATTRIBUTE}": classad_string(gateway_id),
-            "periodic_remove": _removal_expression(settings),
+            "periodic_remove": _removal_expression(settings, lease),
         }
     )
     if lease:
@@ -179,7 +179,7 @@ def _owned_and_leased(
     return description
 
 
-def _removal_expression(settings: HTCondorSettings) -> str:
+def _removal_expression(settings: HTCondorSettings, lease: int | None) -> str:
     # Idle and held jobs (a credentials job held while spooling too, if the
     # client died before sending the input) are removed once their lease is past; jobs with no
     # lease attribute (undefined) never are. Only those: the schedd
@@ -187,7 +187,15 @@ def _removal_expression(settings: HTCondorSettings) -> str:
     # edit. A running job's shadow keeps the copy it started with, so
     # running workers end through their scheduler instead (the lapsed
     # lease stops it, and workers exit with it).
-    rules = [f"((JobStatus == 1 || JobStatus == 5) && {LEASE_ATTRIBUTE} < time())"]
+    rule = f"(JobStatus == 1 || JobStatus == 5) && {LEASE_ATTRIBUTE} < time()"
+    if lease:
+        # Renewals reach only idle and held jobs, so a worker that ran for
+        # longer than a lease carries the expiry of its idle days. Evicted
+        # (preempted, its node drained) it is idle again with that expiry
+        # long past: it gets a whole lease from its return before the rule
+        # applies, and the next renewal reaches it first.
+        rule += f" && time() - EnteredCurrentStatus > {int(lease)}"
+    rules = [f"({rule})"]
     lifetime = settings.worker.lifetime
     if lifetime:
         # The worker retires itself at its lifetime; this removes a job that

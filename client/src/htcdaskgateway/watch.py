@@ -32,8 +32,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from .clocks import SYSTEM_CLOCK
+from .errors import HTCondorError
 from .jobs import JobStatus
-from .reconciler import Reconciler, target_from_wire
+from .naming import LEASE_ATTRIBUTE
+from .reconciler import Reconciler
 from .scheduler_link import CALL_TIMEOUT, SchedulerLink
 from .versions import VersionCheck
 
@@ -41,10 +44,50 @@ logger = logging.getLogger(__name__)
 
 # Seconds between the job loop's looks while a wait_for_workers() follows them.
 HURRIED_PERIOD = 1.0
+# A cluster whose scheduler is silent is taken for stopped only once the
+# gateway has reported it not running this many times in a row, over at
+# least this many seconds (GoneEvidence).
+GONE_ANSWERS = 3
+GONE_AFTER = 30.0
+
+
+class GoneEvidence:
+    """The gateway's answers that a cluster is not running, while its scheduler is silent.
+
+    One answer proves nothing: a proxy that is restarting, or has just
+    turned ready, answers "404 page not found" for every route it has not
+    loaded, and a gateway that restarts may not know a cluster for a
+    moment. Only ``GONE_ANSWERS`` such answers in a row, over at least
+    ``GONE_AFTER`` seconds, make the cluster gone; any sign of life (the
+    scheduler answering, the gateway reporting it running) starts over.
+    """
+
+    def __init__(self, clock: Any = SYSTEM_CLOCK) -> None:
+        self._clock = clock
+        self.first: float | None = None
+        self.answers = 0
+
+    def clear(self) -> None:
+        self.first, self.answers = None, 0
+
+    def add(self) -> bool:
+        """One more answer that the cluster is not running; True once that is proven."""
+        now = self._clock.monotonic()
+        if self.first is None:
+            self.first = now
+        self.answers += 1
+        return self.answers >= GONE_ANSWERS and now - self.first >= GONE_AFTER
 
 
 class Watcher:
-    """Keeps one cluster object's leases, target and job table current."""
+    """Keeps one cluster object's leases, target and job table current.
+
+    ``lease`` is this client's lease at the scheduler (0: it holds none);
+    ``job_lease`` how far ahead it pushes the idle jobs' lease at the
+    schedd (0: they have none). ``gateway_state()`` says what the gateway
+    reports of the cluster (None: running or starting), and
+    ``remove_jobs(reason)`` removes what is left of a cluster found gone.
+    """
 
     def __init__(
         self,
@@ -54,17 +97,23 @@ class Watcher:
         reconciler: Reconciler,
         lease: int,
         watch_interval: float,
-        cluster_gone: Callable[[], Awaitable[str | None]],
+        gateway_state: Callable[[], Awaitable[str | None]],
+        remove_jobs: Callable[[str], Awaitable[None]],
         on_change: Callable[[], None] = lambda: None,
+        job_lease: int | None = None,
+        clock: Any = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.token = token
         self.link = link
         self.reconciler = reconciler
         self.lease = lease  # seconds; 0: this client holds no lease
+        self.job_lease = lease if job_lease is None else job_lease
         self.watch_interval = watch_interval
-        self._cluster_gone = cluster_gone  # why the cluster is gone, or None
+        self._gateway_state = gateway_state
+        self._remove_jobs = remove_jobs
         self._on_change = on_change
+        self._clock = clock
         self.period = min(lease / 3 if lease else math.inf, watch_interval)
         # How long the applier role outlives a silent client.
         self.apply_ttl = 3 * self.period + CALL_TIMEOUT
@@ -72,6 +121,10 @@ class Watcher:
         self.holds_lease = False
         self.stopped_reason: str | None = None
         self.versions = VersionCheck(link.versions)
+        self.gone = GoneEvidence(clock)
+        # When the cluster last showed it lives (its scheduler answered, or
+        # the gateway reported it running), on the injected monotonic clock.
+        self.alive_at = clock.monotonic()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # The job loop's rounds, for waiters: how many began and ended, how
@@ -82,7 +135,6 @@ class Watcher:
         self.round_error: Exception | None = None
         self.scheduler_silent_since: float | None = None
         self._hurried = 0
-        self.scheduler_answers = True  # it answered the lease loop's last call
 
     def start(self) -> None:
         self._tasks = [
@@ -106,27 +158,51 @@ class Watcher:
         """One lease renewal; raises if the scheduler does not answer in time."""
         ttl = self.lease if self.lease else (0 if self.holds_lease else None)
         reply = await self.link.renew(self.token, ttl=ttl, apply_ttl=self.apply_ttl)
-        self.scheduler_answers = True
+        self.lives()
         self.holds_lease = bool(self.lease)
         self.follow(reply)
         return reply
+
+    def lives(self) -> None:
+        """The cluster showed it lives: no evidence of its end stands."""
+        self.alive_at = self._clock.monotonic()
+        self.gone.clear()
 
     def follow(self, reply: dict[str, Any]) -> None:
         """Take the scheduler's view: the target, and who applies it."""
         self.is_applier = reply.get("controller") == self.token
         generation = reply.get("generation")
         if generation != self.reconciler.generation:
-            self.reconciler.want(target_from_wire(reply.get("target")), generation)
+            self.reconciler.want_wire(reply.get("target"), generation)
             self._wake.set()
 
-    async def release(self) -> None:
-        """Give up the lease and the applier role (closing without shutting down)."""
+    async def release(self, detached_lease: int = 0) -> None:
+        """Give up the lease and the applier role (closing without shutting down).
+
+        The cluster runs on after this client. If this client held its
+        lease, the queued jobs' lease becomes ``detached_lease`` (0: none):
+        they stay that long, renewed by any client that opens the cluster,
+        and leave the queue, credentials and all, if none does.
+        """
         try:
             await self.link.renew(self.token, ttl=0 if self.holds_lease else None)
             await self.link.release(self.token)
         except Exception:
             logger.warning("Could not release the client lease of %s", self.name, exc_info=True)
-        self.holds_lease = self.is_applier = False
+        held, self.holds_lease, self.is_applier = self.holds_lease, False, False
+        if not (held and self.lease):
+            return
+        tracker = self.reconciler.tracker
+        try:
+            constraint = (await tracker.selector()).every_job_constraint(
+                JobStatus.IDLE, JobStatus.HELD
+            )
+            if detached_lease:
+                await tracker.schedd.renew_lease(constraint, detached_lease)
+            else:
+                await tracker.schedd.edit(constraint, LEASE_ATTRIBUTE, "undefined")
+        except HTCondorError:
+            logger.warning("Could not hand the jobs' lease of %s on", self.name)
 
     async def _lease_loop(self) -> None:
         while True:
@@ -135,27 +211,36 @@ class Watcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.scheduler_answers = False
                 logger.warning("Cannot reach the scheduler of %s: %r", self.name, exc)
                 if await self._gone():
                     return
-            await asyncio.sleep(self.period)
+            await self._clock.sleep(self.period)
 
     async def _gone(self) -> bool:
+        """Ask the gateway whether the cluster still runs; True once it is proven gone."""
         try:
-            reason = await self._cluster_gone()
+            state = await self._gateway_state()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the gateway may be restarting too: ask again later
             logger.warning("Cannot ask the gateway about %s either: %r", self.name, exc)
             return False
-        if reason is None:
+        if state is None:
+            self.lives()
             return False
+        if not self.gone.add():
+            logger.warning("The gateway reports %s %s (%d time(s) in %.0f s); not yet taken "
+                           "as stopped", self.name, state, self.gone.answers,
+                           self._clock.monotonic() - (self.gone.first or 0))  # fmt: skip
+            return False
+        reason = f"stopped elsewhere: the gateway reports it {state}"
         self.stopped_reason = reason
         self.reconciler.want(None, None)
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
+        logger.warning("Cluster %s was %s; removing its remaining jobs", self.name, reason)
+        await self._attempt("Removing the remaining jobs of", lambda: self._remove_jobs(reason))
         return True
 
     async def _job_loop(self) -> None:
@@ -179,6 +264,7 @@ class Watcher:
             self.scheduler_silent_since = self.scheduler_silent_since or time.monotonic()
             raise
         self.scheduler_silent_since = None
+        self.lives()
         await self.reconciler.tracker.explain_idle()
         await self.versions.check(len(self.reconciler.tracker.joined))
 
@@ -231,24 +317,27 @@ class Watcher:
         # attribute is past (submit.py); push it out while this client lives.
         # The credentials job is always idle, so there is always one to renew.
         # On its own schedule, not the job loop's: a slow look must not hold
-        # it up, and a look that failed must not skip it. Only while the
-        # cluster's scheduler answers: the jobs of a cluster whose scheduler
-        # is gone (its gateway uninstalled) lapse even if this object stays
-        # open, and one that comes back within a lease finds them queued.
-        if not self.lease:
+        # it up, and a look that failed must not skip it. It follows this
+        # client's own liveness, not the scheduler's latency: a scheduler
+        # that answers slowly (a big graph being unpacked) or a proxy that
+        # restarts must not cost the cluster its queued jobs. Only once the
+        # cluster has shown no sign of life for a whole job lease (its
+        # scheduler silent, its gateway silent or reporting it gone: the
+        # gateway uninstalled) does it stop, so the jobs lapse.
+        if not self.job_lease:
             return
-        due = time.monotonic()
+        due = self._clock.monotonic()
         while True:
-            if self.scheduler_answers:
+            if self._clock.monotonic() - self.alive_at < self.job_lease:
                 await self._attempt("Renewing the jobs' lease of", self._renew_schedd_lease)
             # At a fixed rate: a renewal that waited in the queue does not
             # push the next one back.
-            due = max(due + self.lease / 3, time.monotonic())
-            await asyncio.sleep(due - time.monotonic())
+            due = max(due + self.job_lease / 3, self._clock.monotonic())
+            await self._clock.sleep(due - self._clock.monotonic())
 
     async def _renew_schedd_lease(self) -> None:
         tracker = self.reconciler.tracker
         selector = await tracker.selector()
         await tracker.schedd.renew_lease(
-            selector.every_job_constraint(JobStatus.IDLE, JobStatus.HELD), self.lease
+            selector.every_job_constraint(JobStatus.IDLE, JobStatus.HELD), self.job_lease
         )
