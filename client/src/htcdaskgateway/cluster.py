@@ -304,6 +304,8 @@ class HTCGatewayCluster(GatewayCluster):
     async def _stop_internal(self, shutdown: bool | None = None) -> None:
         if shutdown is None:
             shutdown = self.shutdown_on_close
+        if shutdown and self.name is not None:
+            await self._close_others_here("shut down by another object of this process")
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             await watcher.stop()
@@ -318,6 +320,32 @@ class HTCGatewayCluster(GatewayCluster):
             await self._settle_credentials()
             await watcher.release(self.htcondor_settings.detached_lease)
         await super()._stop_internal(shutdown=shutdown)
+
+    async def _close_others_here(self, reason: str) -> None:
+        """Close this process's other open objects of this cluster: it is going away.
+
+        Their watchers would otherwise find its scheduler gone (warnings),
+        and their close() at exit would try to release a lease at it.
+        """
+        here = asyncio.get_running_loop()
+        for other in list(self._instances):
+            if (
+                other is self
+                or not isinstance(other, HTCGatewayCluster)
+                or other.name != self.name
+                or other.gateway.address != self.gateway.address
+                or other.status == "closed"
+            ):
+                continue
+            if other._watcher is not None and other._watcher.stopped_reason is None:
+                other._watcher.stopped_reason = reason
+            # Each synchronous object runs on its gateway's event loop.
+            there = other.gateway.loop.asyncio_loop
+            stop = other._stop_internal(shutdown=False)
+            if there is here:
+                await stop
+            else:
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stop, there))
 
     # -- scaling ------------------------------------------------------------
 

@@ -188,7 +188,16 @@ class Watcher:
             await self.link.renew(self.token, ttl=0 if self.holds_lease else None)
             await self.link.release(self.token)
         except Exception:
-            logger.warning("Could not release the client lease of %s", self.name, exc_info=True)
+            # Nothing to release at a cluster stopped elsewhere (another
+            # process shut it down): only a running one's lease matters.
+            state = "unknown"
+            with contextlib.suppress(Exception):
+                state = await asyncio.wait_for(self._gateway_state(), CALL_TIMEOUT) or "RUNNING"
+            if state == "RUNNING" or state == "unknown":
+                logger.warning("Could not release the client lease of %s", self.name,
+                               exc_info=True)  # fmt: skip
+            else:
+                logger.debug("%s is %s: no client lease to release", self.name, state)
         held, self.holds_lease, self.is_applier = self.holds_lease, False, False
         if not (held and self.lease):
             return
