@@ -11,13 +11,14 @@ COMPOSE := docker compose
 IN_ANALYST := $(COMPOSE) run --rm --no-deps analyst
 PYTEST := scripts/pytest-in-analyst
 
-.PHONY: help docker images up down demo lint unit e2e test bench pins clean chart-check e2e-k8s rig-up rig-down dist version
+.PHONY: help docker images up down demo lint unit e2e test soak bench pins clean chart-check e2e-k8s rig-up rig-down dist version
 
 help:
 	@echo "make demo   - start the local pool + gateway and run the seed's usage on 5 HTCondor workers"
 	@echo "make test   - lint, unit tests and end-to-end tests against the local stack"
 	@echo "make e2e    - end-to-end tests only;  make unit - unit tests only"
 	@echo "make up / make down - start / stop (and wipe) the local stack"
+	@echo "make soak   - a running analysis while the pool's ordinary events hit it (MINUTES=3)"
 	@echo "make bench  - benchmarks vs the pool's floor and dask-jobqueue (table, JSON, plot in bench/results/)"
 	@echo "make pins   - re-resolve pins/requirements.in into pins/constraints.txt"
 	@echo "make dist   - wheel, sdist and chart package in dist/, checked (the wheel tested on Python 3.11-3.13)"
@@ -51,6 +52,13 @@ e2e: up
 	$(PYTEST) integration
 
 test: lint unit e2e
+
+# MINUTES=60 for a long run; the report is also written to build/soak.txt.
+MINUTES ?= 3
+soak: up
+	mkdir -p build && chmod 0777 build
+	$(COMPOSE) run --rm --no-deps -v $(CURDIR)/build:/build analyst \
+	  python integration/soak.py --minutes $(MINUTES) --out /build/soak.txt
 
 # BENCH_ARGS=--smoke for a quick pass with tiny N.
 bench: up

@@ -47,7 +47,7 @@ if TARGET not in ("compose", "k8s"):
 collect_ignore_glob = (
     ["test_k8s_*.py"]
     if TARGET == "compose"
-    else ["test_faults.py", "test_load.py", "test_bench_smoke.py"]
+    else ["test_faults.py", "test_load.py", "test_bench_smoke.py", "test_soak.py"]
 )
 
 
@@ -80,6 +80,8 @@ def record_figure() -> Callable[[str], None]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.e2e)
+    # The soak restarts the stack's services: after every other test.
+    items.sort(key=lambda item: item.path.name == "test_soak.py")
 
 
 def wait_for(check: Callable[[], T], what: str, timeout: float = 60, interval: float = 0.5) -> T:

@@ -9,6 +9,27 @@ class LoopbackLocalBackend(UnsafeLocalBackend):
     # Schedulers listen on loopback only; the proxy reaches them there.
     default_host = "127.0.0.1"
 
+    async def start_process(self, cluster, cmd, env, name):  # type: ignore[no-untyped-def]
+        # LocalBackend starts schedulers with asyncio's subprocesses, and
+        # asyncio kills a child whose transport is still open when its event
+        # loop closes: every scheduler died with the API server, unlike a
+        # facility's (pods, whose API server can restart under them). A
+        # plain Popen leaves them running; the API finds them again in its
+        # database (serve). Same arguments as LocalBackend.start_process.
+        import os
+        import subprocess
+
+        log_path = os.path.join(self.get_logs_directory(cluster.state["workdir"]), name + ".log")
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            process = subprocess.Popen(
+                cmd, preexec_fn=self.make_preexec_fn(cluster), start_new_session=True,
+                env=env, stdout=fd, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        finally:
+            os.close(fd)
+        return process.pid
+
 
 c = get_config()  # type: ignore[name-defined]  # provided by traitlets
 
@@ -17,6 +38,18 @@ c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticato
 c.DaskGateway.address = "127.0.0.1:18001"  # private API, behind the proxy
 c.Proxy.address = "127.0.0.1:18000"  # HTTP API and dashboards for clients
 c.Proxy.tcp_address = "127.0.0.1:18786"  # TLS proxy that workers and clients dial (SNI)
+
+# Under integration/gateway/serve (the "gateway" service): the proxy is a
+# process of its own, and the API keeps its clusters in a database that
+# outlives the API process and leaves their schedulers running when it
+# stops, so a restarted API server takes its running clusters back.
+import os  # noqa: E402
+
+_state = os.environ.get("HTCDG_GATEWAY_STATE")
+if _state:
+    c.Proxy.externally_managed = True
+    c.DBBackendBase.db_url = f"sqlite:///{_state}/gateway.sqlite"
+    c.DBBackendBase.stop_clusters_on_shutdown = False
 
 # Only schedulers: the gateway itself starts no workers, and the plugin
 # keeps the workers that join from HTCondor.
