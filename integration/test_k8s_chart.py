@@ -192,8 +192,12 @@ def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_fig
 
         # helm deletes the objects it made; their pods go after their grace period.
         wait_for(lambda: not left(), f"nothing of {release} to be left in {namespace}", 120, 1)
-        # The scheduler is gone: its worker ends at its death timeout.
-        wait_for(lambda: nothing_queued(cluster.name), "the worker job to leave the queue", 60)
+        # The scheduler is gone: its worker ends at its death timeout. The
+        # open cluster object keeps renewing the idle credentials job's
+        # lease until the cluster has shown no sign of life for a whole
+        # lease (60 s: a proxy restart must not cost a live cluster its
+        # queued jobs), and it lapses a lease later.
+        wait_for(lambda: nothing_queued(cluster.name), "the cluster's jobs to leave the queue", 180)
         cluster.close()
         gateway.close()
     finally:

@@ -1,26 +1,41 @@
 """Kubernetes-side faults under a running cluster (E2E_TARGET=k8s).
 
 The scheduler pod deleted, the scheduler process killed, the gateway API's
-Deployment restarted, the proxy (Traefik) restarted: each test says what
-the analyst (or the operator) sees and checks that nothing is lost or left
-running.
+Deployment restarted, the connections through the proxy (Traefik) cut:
+each test says what the analyst (or the operator) sees and checks that
+nothing is lost or left running. (A proxy that is replaced drains its
+connections and loses nothing: test_k8s_upgrade.py.)
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import dask.array as da
 import docker
 import pytest
+import yaml
 from dask_gateway import GatewayClusterError
 
-from conftest import cluster_objects, kube_items, kubectl, nothing_queued, queue, wait_for
+from conftest import (
+    cluster_objects,
+    helm,
+    kube_items,
+    kubectl,
+    nothing_queued,
+    queue,
+    wait_for,
+)
 
 NAMESPACE = "dask-gateway"
 RELEASE = "htc"
+CHART = "/src/charts/htcdaskgateway"
 LEASE = 10
 
 
@@ -127,7 +142,47 @@ def test_gateway_api_restarted_running_clusters_survive(new_cluster, record_figu
     assert cluster_objects(cluster.name)["daskclusters"][0]["status"]["phase"] == "Running"
 
 
-def test_proxy_restarted_workers_and_client_reconnect(new_cluster, record_figure):
+def upgrade_proxy_drain(grace_seconds: int) -> None:
+    """`helm upgrade` of the release with proxy.drain.graceSeconds (rolls the proxy).
+
+    Every value is in the gateway's ConfigMap, so the API rolls too: its
+    route answers 502 for a moment after helm returns (measured: about 2 s
+    on the rig). Returns once the API has answered for 2 s in a row.
+    """
+    result = helm(
+        "upgrade", RELEASE, CHART, "--namespace", NAMESPACE, "--reuse-values",
+        "--set", f"proxy.drain.graceSeconds={grace_seconds}", "--wait",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    context = ssl.create_default_context(cafile=os.environ["DASK_GATEWAY__HTCONDOR__API_CA"])
+    health = f"{os.environ['DASK_GATEWAY__ADDRESS']}/api/health"
+    answered: list[bool] = []
+
+    def steady() -> bool:
+        try:
+            with urllib.request.urlopen(health, timeout=5, context=context) as response:
+                answered.append(response.status == 200)
+        except OSError:
+            answered.append(False)
+        return len(answered) >= 4 and all(answered[-4:])
+
+    wait_for(steady, "the API to answer steadily after the upgrade", 60, interval=0.5)
+
+
+@pytest.fixture
+def proxy_without_drain() -> Iterator[None]:
+    """The release's proxy cuts its connections when it is replaced (graceSeconds 0)."""
+    upgrade_proxy_drain(0)
+    try:
+        yield
+    finally:
+        values = yaml.safe_load(Path(CHART, "values.yaml").read_text())
+        upgrade_proxy_drain(values["proxy"]["drain"]["graceSeconds"])
+
+
+def test_proxy_connections_cut_workers_and_client_reconnect(
+    proxy_without_drain, new_cluster, record_figure
+):
     cluster = new_cluster()
     cluster.scale(2)
     cluster.wait_for_workers(2, timeout=120)
@@ -137,11 +192,13 @@ def test_proxy_restarted_workers_and_client_reconnect(new_cluster, record_figure
         (ad["ClusterId"], ad["ProcId"]) for ad in queue(cluster.name, ["ClusterId", "ProcId"])
     }
 
+    # A replaced proxy drains (proxy.drain): its connections outlive the
+    # rollout (test_k8s_upgrade.py). Here its graceSeconds is 0: once the
+    # new pod is ready, the old one closes every connection through it, as
+    # a proxy that crashes or loses its node would.
     took = restart("proxy")
     record_figure(f"proxy Deployment rolled out in {took:.1f} s")
 
-    # The old Traefik drains its connections, then exits: only then is
-    # every connection through the proxy cut.
     def old_proxy_gone() -> bool:
         return len(kube_items("pods", NAMESPACE, "app.kubernetes.io/component=proxy")) == 1
 
@@ -155,7 +212,7 @@ def test_proxy_restarted_workers_and_client_reconnect(new_cluster, record_figure
     cluster.wait_for_workers(2, timeout=180)
     assert int(da.arange(1_000_000, chunks=100_000).sum().compute()) == 499_999_500_000
     record_figure(
-        f"after the proxy restart: 2 workers and a result {time.monotonic() - back:.1f} s later"
+        f"proxy connections cut: 2 workers and a result {time.monotonic() - back:.1f} s later"
     )
     active = [
         (ad["ClusterId"], ad["ProcId"])
@@ -164,7 +221,7 @@ def test_proxy_restarted_workers_and_client_reconnect(new_cluster, record_figure
     ]
     assert len(active) == 2
     record_figure(
-        f"after the proxy restart: {len(set(active) - jobs_before)} of 2 worker jobs replaced"
+        f"proxy connections cut: {len(set(active) - jobs_before)} of 2 worker jobs replaced"
     )
     proxies = kube_items("pods", NAMESPACE, "app.kubernetes.io/component=proxy")
     assert [p["status"]["phase"] for p in proxies] == ["Running"]
@@ -174,3 +231,5 @@ def test_proxy_restarted_workers_and_client_reconnect(new_cluster, record_figure
     assert cluster._watcher is not None and cluster._watcher.stopped_reason is None
     assert not any(task.done() for task in cluster._watcher._tasks), "the watcher died"
     assert cluster.gateway.get_cluster(cluster.name).status.name == "RUNNING"
+    # Stopped here, not after the fixture rolls the proxy back to its drain.
+    cluster.shutdown()

@@ -143,6 +143,49 @@ def test_deployments_roll_on_config_change(rendered: Rendered) -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", api["checksum/secret"])
 
 
+def test_a_replaced_proxy_drains_its_connections(rendered: Rendered) -> None:
+    # Issue 26 point 14: workers' scheduler connections run through the
+    # proxy; a replaced or evicted proxy pod keeps them until they end.
+    proxy = rendered.chart_values()["proxy"]
+    drain = proxy["drain"]
+    deployment = rendered.one("Deployment", "-proxy")
+    pod = deployment["spec"]["template"]
+    (traefik,) = pod["spec"]["containers"]
+    args = traefik["args"]
+    for entrypoint in ("web", "tcp"):
+        lifecycle = f"--entrypoints.{entrypoint}.transport.lifecycle."
+        assert f"{lifecycle}requestacceptgracetimeout={drain['acceptSeconds']}s" in args
+        assert f"{lifecycle}gracetimeout={drain['graceSeconds']}s" in args
+    # Kubernetes waits for Traefik's whole shutdown before SIGKILL.
+    grace = pod["spec"]["terminationGracePeriodSeconds"]
+    assert grace == drain["acceptSeconds"] + drain["graceSeconds"] + 30
+    # The new pod starts and is ready before the old one is told to stop.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    # Nothing in the pod template changes unless Traefik's own settings
+    # do: no checksums of values or certificates, no chart version.
+    assert not pod["metadata"].get("annotations")
+    labels = pod["metadata"]["labels"]
+    assert "helm.sh/chart" not in labels and "app.kubernetes.io/version" not in labels
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    budgets = [b for b in rendered.of_kind("PodDisruptionBudget")
+               if b["metadata"]["name"].endswith("-proxy")]  # fmt: skip
+    if proxy["replicas"] > 1 and proxy["podDisruptionBudget"]:
+        (budget,) = budgets
+        assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    else:
+        assert not budgets
+
+
+def test_the_default_drain_outlasts_an_upgrade_made_during_a_session() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["proxy"]["drain"] == {"graceSeconds": 3600, "acceptSeconds": 5}
+    assert values["proxy"]["podDisruptionBudget"] is True
+
+
 RBAC_EXPECTED = Path(__file__).with_name("rbac_expected.yaml")
 RELEASE_NAMESPACE = "dask-gateway"  # charts/ci/render.py
 

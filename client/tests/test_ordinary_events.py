@@ -318,3 +318,14 @@ def test_closing_without_shutdown_hands_the_jobs_a_detached_lease_not_none():
             assert abs(expiry - (time.time() + 3600)) < 5
 
     run(body())
+
+
+def test_a_scheduler_of_the_previous_release_without_confirm_lets_the_applier_act():
+    from htcdaskgateway.scheduler_link import SchedulerLink
+
+    class PreviousPlugin:  # distributed answers None for a handler it lacks
+        async def htcdaskgateway_confirm(self, **kwargs: Any) -> None:
+            return None
+
+    state = run(SchedulerLink(PreviousPlugin()).confirm("alice", 3))
+    assert state["confirmed"] is True

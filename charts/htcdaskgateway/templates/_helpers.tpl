@@ -251,10 +251,13 @@ Made once per release and then read back from its Secret, so upgrades keep
 it (and analysts' copies of the CA stay valid). Computed once per render
 and kept in .Values._generatedHttps (the ConfigMap of values omits it):
 the Secret, NOTES and the client config must show the same CA.
-Returns YAML: ca.crt, ca.key, tls.crt, tls.key (PEM) and host (the name
-the certificate was made for, an annotation of the Secret: a new
-proxy.public.host gets a new certificate from the same CA); empty with
-existingSecret or with HTTPS off.
+Returns JSON (read it with fromJson): ca.crt, ca.key, tls.crt, tls.key
+(PEM) and host (the name the certificate was made for, an annotation of
+the Secret: a new proxy.public.host gets a new certificate from the same
+CA); empty with existingSecret or with HTTPS off. JSON, not YAML: helm's
+toYaml trims the document's last newline, which is the last PEM's own, so
+a toYaml | fromYaml round trip stored tls.key one byte short of what was
+generated (and a hash of the generated text changed at the first upgrade).
 */}}
 {{- define "htcdg.generatedHttps" -}}
 {{- if and .Values.proxy.https.enabled (not .Values.proxy.https.existingSecret) -}}
@@ -289,7 +292,7 @@ existingSecret or with HTTPS off.
 {{- end -}}
 {{- $_ := set .Values "_generatedHttps" $pem -}}
 {{- end -}}
-{{- toYaml .Values._generatedHttps -}}
+{{- toJson .Values._generatedHttps -}}
 {{- end -}}
 {{- end -}}
 
@@ -299,7 +302,7 @@ existingSecret or with HTTPS off.
 {{- if .Values.proxy.https.existingSecret -}}
 {{- .Values.proxy.https.caCertificate | default "" -}}
 {{- else -}}
-{{- index (include "htcdg.generatedHttps" . | fromYaml) "ca.crt" -}}
+{{- index (include "htcdg.generatedHttps" . | fromJson) "ca.crt" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

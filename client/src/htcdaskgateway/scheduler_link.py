@@ -47,7 +47,12 @@ class SchedulerLink:
 
     async def confirm(self, token: str, generation: int | None) -> dict[str, Any]:
         """The plugin's state, with ``confirmed``: ``token`` applies target ``generation`` now."""
-        return dict(await self._ask("htcdaskgateway_confirm", token=token, generation=generation))
+        reply = await self._ask("htcdaskgateway_confirm", token=token, generation=generation)
+        # A scheduler image of htcdaskgateway 2026.12.0 has no such handler
+        # and answers None: it cannot confirm, so the client acts on what
+        # its last renewal said, as that release did (the version check
+        # warns of the mismatch).
+        return {"confirmed": True} if reply is None else dict(reply)
 
     async def release(self, token: str) -> None:
         await self._ask("htcdaskgateway_release", token=token)
