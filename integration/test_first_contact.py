@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import nothing_queued, wait_for
 from htcdaskgateway import HTCGateway
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "client" / "examples"
@@ -146,3 +147,54 @@ def test_the_usage_notebook_runs_in_a_real_kernel_and_is_pictured(tmp_path):
         size = picture.size
     assert colours is None or len(colours) > 20, "the picture is blank"
     print(f"notebook picture {png} {size[0]}x{size[1]}, {png.stat().st_size} bytes")
+
+
+# The seed's usage with a second object on the same cluster (connect()),
+# and the cluster shut down by the first (issue 26, point 15). The endings:
+# the connected object left to interpreter exit (as reported); left open
+# while the script goes on; closed a little after the shutdown; and the
+# mirror, the connected object shutting the cluster down while the first,
+# and its dask client, stay open.
+USAGE_WITH_CONNECT = """
+import time
+from htcdaskgateway import HTCGateway
+
+gateway = HTCGateway()
+cluster = gateway.new_cluster()
+cluster.scale(2)
+client = cluster.get_client()
+print("cluster", cluster.name, flush=True)
+print("result", client.submit(sum, range(10)).result(), flush=True)
+again = gateway.connect(cluster.name)
+print(again, flush=True)
+"""
+ENDINGS = {
+    "again-left-open": "cluster.shutdown()",
+    "again-open-while-the-script-goes-on": "cluster.shutdown()\ntime.sleep(30)",
+    "again-closed-after": "cluster.shutdown()\ntime.sleep(5)\nagain.close()",
+    "again-shuts-down": "again.shutdown()\ntime.sleep(5)",
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS), ids=list(ENDINGS))
+def test_the_usage_with_connect_prints_nothing_on_stderr(ending):
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-c", USAGE_WITH_CONNECT + ENDINGS[ending]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/tmp",
+    )
+    took = time.monotonic() - started
+    print(f"usage with connect() ({ending}) ran {took:.1f} s")
+    assert run.returncode == 0, run.stderr
+    assert "result 45" in run.stdout, run.stdout + run.stderr
+    name = run.stdout.split("cluster ", 1)[1].split()[0]
+    # Nothing left, whatever stderr says (checked first so that a failure
+    # on stderr does not hide one here).
+    with HTCGateway() as gateway:
+        assert name not in {c.name for c in gateway.list_clusters()}, "cluster left running"
+    wait_for(lambda: nothing_queued(name), f"the jobs of {name} to leave the queue", 30)
+    # Nothing at all on stderr: no warning, no log line, no traceback.
+    assert run.stderr == "", f"stderr of the usage ({ending}), after {took:.1f} s:\n{run.stderr}"
