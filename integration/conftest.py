@@ -319,6 +319,18 @@ def cluster_objects(cluster_name: str) -> dict[str, list[dict]]:
     }
 
 
+def release_ports(web: int, tcp: int) -> tuple[str, ...]:
+    """``helm install`` arguments of a rig test's own release: the simple-auth
+    password of the run, its own NodePorts for the API and the proxy, and --wait."""
+    password = os.environ["DASK_GATEWAY__AUTH__KWARGS__PASSWORD"]
+    return (
+        "--set-string", f"gateway.auth.simple.password={password}",
+        "--set", f"proxy.service.ports.web.nodePort={web}", "--set", f"proxy.public.webPort={web}",
+        "--set", f"proxy.service.ports.tcp.nodePort={tcp}", "--set", f"proxy.public.tcpPort={tcp}",
+        "--wait", "--timeout", "5m",
+    )  # fmt: skip
+
+
 def helm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["helm", *args], capture_output=True, text=True, timeout=timeout, check=False

@@ -24,6 +24,7 @@ from conftest import (
     nothing_queued,
     plain_http,
     queue,
+    release_ports,
     wait_for,
     worker_name_of,
 )
@@ -150,14 +151,10 @@ def test_helm_upgrade_rolls_the_pods_and_a_running_cluster_survives(new_cluster,
 
 def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_figure):
     release, namespace, web, tcp = "htc-life", "htc-life", 30280, 30986
-    password = os.environ["DASK_GATEWAY__AUTH__KWARGS__PASSWORD"]
     install = helm(
         "install", release, CHART, "--namespace", namespace, "--create-namespace",
         "--values", "/src/charts/ci/rig-values.yaml",
-        "--set-string", f"gateway.auth.simple.password={password}",
-        "--set", f"proxy.service.ports.web.nodePort={web}", "--set", f"proxy.public.webPort={web}",
-        "--set", f"proxy.service.ports.tcp.nodePort={tcp}", "--set", f"proxy.public.tcpPort={tcp}",
-        "--wait", "--timeout", "5m",
+        *release_ports(web, tcp),
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
     try:
@@ -211,13 +208,7 @@ def test_helm_upgrade_from_the_previous_chart_keeps_its_running_cluster(record_f
     # with its own rig values: plain HTTP, cluster-wide roles, no policies.
     previous = "/run/htcdaskgateway/previous-charts"
     release, namespace, web, tcp = "htc-prev", "htc-prev", 30380, 31086
-    password = os.environ["DASK_GATEWAY__AUTH__KWARGS__PASSWORD"]
-    ports = (
-        "--set-string", f"gateway.auth.simple.password={password}",
-        "--set", f"proxy.service.ports.web.nodePort={web}", "--set", f"proxy.public.webPort={web}",
-        "--set", f"proxy.service.ports.tcp.nodePort={tcp}", "--set", f"proxy.public.tcpPort={tcp}",
-        "--wait", "--timeout", "5m",
-    )  # fmt: skip
+    ports = release_ports(web, tcp)
     install = helm(
         "install", release, f"{previous}/htcdaskgateway", "--namespace", namespace,
         "--create-namespace", "--values", f"{previous}/ci/rig-values.yaml", *ports,

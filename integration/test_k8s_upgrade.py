@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 
@@ -34,6 +33,7 @@ from conftest import (
     kubectl,
     nothing_queued,
     queue,
+    release_ports,
     wait_for,
     worker_name_of,
 )
@@ -52,14 +52,10 @@ AFTER_ROLLOUT = 40
 def fresh_release(release: str, web: int, tcp: int) -> Iterator[HTCGateway]:
     """A release of the working tree's chart in namespace ``release``; a gateway client for it."""
     namespace = release
-    password = os.environ["DASK_GATEWAY__AUTH__KWARGS__PASSWORD"]
     install = helm(
         "install", release, CHART, "--namespace", namespace, "--create-namespace",
         "--values", RIG_VALUES,
-        "--set-string", f"gateway.auth.simple.password={password}",
-        "--set", f"proxy.service.ports.web.nodePort={web}", "--set", f"proxy.public.webPort={web}",
-        "--set", f"proxy.service.ports.tcp.nodePort={tcp}", "--set", f"proxy.public.tcpPort={tcp}",
-        "--wait", "--timeout", "5m",
+        *release_ports(web, tcp),
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
     gateway = None

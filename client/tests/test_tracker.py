@@ -9,23 +9,18 @@ from htcdaskgateway.settings import HTCondorSettings
 from htcdaskgateway.submit import worker_job_description
 
 from .fakes import FakeSchedd
+from .test_reconciler import Clock
 
 CLUSTER = "dask-gateway.abc123"
 GATEWAY = "gateway-under-test"
 ROUNDS = 40
 
 
-class Clock:
-    """time and monotonic that the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
+def _description():
+    return worker_job_description(
+        HTCondorSettings.from_config(), CLUSTER, "tls://scheduler.invalid:8786", "/spool",
+        user="alice", gateway_id=GATEWAY, lease=60,
+    )  # fmt: skip
 
 
 def test_a_tracker_over_jobs_that_come_and_go_keeps_bounded_memory():
@@ -33,10 +28,7 @@ def test_a_tracker_over_jobs_that_come_and_go_keeps_bounded_memory():
     # to have their idle reason asked, run, their workers join, and they end.
     schedd, clock = FakeSchedd(), Clock()
     tracker = JobTracker(schedd, GATEWAY, CLUSTER, user="alice", clock=clock)
-    description = worker_job_description(
-        HTCondorSettings.from_config(), CLUSTER, "tls://scheduler.invalid:8786", "/spool",
-        user="alice", gateway_id=GATEWAY, lease=60,
-    )  # fmt: skip
+    description = _description()
     sizes = []
 
     async def look(in_scheduler: list[JobId]) -> None:
@@ -91,10 +83,7 @@ def test_a_joined_job_that_ended_is_still_known_as_joined_when_its_end_is_learne
     # stay "joined", or its ordinary end would count as a failure.
     schedd, clock = FakeSchedd(), Clock()
     tracker = JobTracker(schedd, GATEWAY, CLUSTER, user="alice", clock=clock)
-    description = worker_job_description(
-        HTCondorSettings.from_config(), CLUSTER, "tls://scheduler.invalid:8786", "/spool",
-        user="alice", gateway_id=GATEWAY, lease=60,
-    )  # fmt: skip
+    description = _description()
 
     async def body() -> None:
         (job_id,) = await schedd.submit(description, 1)
