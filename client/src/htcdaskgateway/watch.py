@@ -184,20 +184,26 @@ class Watcher:
         they stay that long, renewed by any client that opens the cluster,
         and leave the queue, credentials and all, if none does.
         """
-        try:
-            await self.link.renew(self.token, ttl=0 if self.holds_lease else None)
-            await self.link.release(self.token)
-        except Exception:
-            # Nothing to release at a cluster stopped elsewhere (another
-            # process shut it down): only a running one's lease matters.
-            state = "unknown"
-            with contextlib.suppress(Exception):
-                state = await asyncio.wait_for(self._gateway_state(), CALL_TIMEOUT) or "RUNNING"
-            if state == "RUNNING" or state == "unknown":
-                logger.warning("Could not release the client lease of %s", self.name,
-                               exc_info=True)  # fmt: skip
-            else:
-                logger.debug("%s is %s: no client lease to release", self.name, state)
+        for attempt in (1, 2):
+            try:
+                await self.link.renew(self.token, ttl=0 if self.holds_lease else None)
+                await self.link.release(self.token)
+                break
+            except Exception:
+                # Nothing to release at a cluster stopped elsewhere (another
+                # process shut it down): only a running one's lease matters.
+                state = "unknown"
+                with contextlib.suppress(Exception):
+                    state = await asyncio.wait_for(self._gateway_state(), CALL_TIMEOUT) or "RUNNING"
+                if state not in ("RUNNING", "unknown"):
+                    logger.debug("%s is %s: no client lease to release", self.name, state)
+                    break
+                # A pooled connection the scheduler closed meanwhile (the CLI
+                # right after a scale(): "broken pipe") fails once; a new one
+                # then works, and the next client need not wait for the role.
+                if attempt == 2:
+                    logger.warning("Could not release the client lease of %s", self.name,
+                                   exc_info=True)  # fmt: skip
         held, self.holds_lease, self.is_applier = self.holds_lease, False, False
         if not (held and self.lease):
             return
