@@ -329,3 +329,39 @@ def test_a_scheduler_of_the_previous_release_without_confirm_lets_the_applier_ac
 
     state = run(SchedulerLink(PreviousPlugin()).confirm("alice", 3))
     assert state["confirmed"] is True
+
+
+# -- 4: a scheduler whose event loop was held up does not lapse its leases -------
+
+
+def test_a_scheduler_frozen_longer_than_the_lease_keeps_the_clients_lease():
+    """The scheduler's loop blocked for 2.5 s (a big graph unpacked) with a
+    1 s lease: the renewal queued behind the lease check is not too late."""
+
+    class Scheduler:
+        def __init__(self) -> None:
+            self.clients: dict[str, Any] = {}
+            self.transition_counter = 0
+            self.workers: dict[str, Any] = {}
+            self.unrunnable: set[str] = set()
+            self.services: dict[str, Any] = {}
+            self.closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    async def body():
+        plugin = KeepHTCondorWorkers(unattended_timeout=0)
+        scheduler = Scheduler()
+        plugin.scheduler = scheduler
+        watching = asyncio.create_task(plugin._watch_leases())
+        plugin.renew("notebook", ttl=1.0)
+        await asyncio.sleep(0.1)
+        time.sleep(2.5)  # the scheduler's event loop held up
+        plugin.renew("notebook", ttl=1.0)  # the renewal that waited meanwhile
+        await asyncio.sleep(1.5)
+        watching.cancel()
+        assert not scheduler.closed and plugin._shutdown_task is None, "the lease lapsed"
+        assert "notebook" in plugin.leases
+
+    run(body())
