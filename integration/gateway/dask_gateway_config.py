@@ -18,6 +18,7 @@ class LoopbackLocalBackend(UnsafeLocalBackend):
         # database (serve). Same arguments as LocalBackend.start_process.
         import os
         import subprocess
+        import threading
 
         log_path = os.path.join(self.get_logs_directory(cluster.state["workdir"]), name + ".log")
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -28,6 +29,10 @@ class LoopbackLocalBackend(UnsafeLocalBackend):
             )  # fmt: skip
         finally:
             os.close(fd)
+        # Reaped once it exits, as asyncio did: LocalBackend tells a live
+        # scheduler by its pid, which a zombie still has. A daemon thread, so
+        # it neither holds up nor ends with the API server's exit.
+        threading.Thread(target=process.wait, daemon=True).start()
         return process.pid
 
 
