@@ -79,10 +79,20 @@ def schedd() -> htcondor2.Schedd:
     return htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
 
 
-def jobs_of(cluster_name: str) -> list:
-    """Every job of the cluster still queued (workers and credentials), asked of the schedd."""
+def jobs_of(cluster_name: str, tries: int = 60) -> list:
+    """Every job of the cluster still queued (workers and credentials), asked of the schedd.
+
+    Asked again, once a second, while the schedd or collector restarts.
+    """
     constraint = f'{CLUSTER_ATTRIBUTE} == "{cluster_name}"'
-    return list(schedd().query(constraint, projection=["ClusterId", "ProcId", "JobStatus"]))
+    for attempt in range(tries):
+        try:
+            return list(schedd().query(constraint, projection=["ClusterId", "ProcId", "JobStatus"]))
+        except htcondor2.HTCondorException:
+            if attempt == tries - 1:
+                raise
+            time.sleep(1)
+    return []
 
 
 @dataclass
@@ -223,7 +233,13 @@ class Soak:
                 self._check(partial(self._sum_of_range, n), n * (n - 1) // 2)
                 self._still_running()
                 if time.monotonic() > next_scale:
-                    self._change_scale()
+                    try:
+                        self._change_scale()
+                    except Exception as exc:
+                        # A change made while the schedd restarts fails at
+                        # once, as it tells the analyst; the target is tried
+                        # again at the next change.
+                        self.report.notes.append(f"a scale change failed: {exc!r}")
                     next_scale = time.monotonic() + self.rng.uniform(*SCALE_GAP)
                 time.sleep(self.rng.uniform(0.5, 3))
             self.stop.set()
@@ -288,13 +304,19 @@ class Soak:
         assert self.cluster is not None
         n = self.rng.choice([2, 3, 4])
         how = self.rng.choice(["scale", "adapt", "cli"])
+        # A change that fails (the schedd restarting) may still have set its
+        # target: until one succeeds, recovery waits for the lower of both.
+        self.wanted = min(self.wanted, n)
         if how == "scale":
             self.cluster.scale(n)
         elif how == "adapt":
             self.cluster.adapt(minimum=n, maximum=4)
         else:
-            subprocess.run(["htcdaskgateway", "scale", self.cluster.name, str(n)], check=True,
-                           capture_output=True, timeout=120)  # fmt: skip
+            cli = subprocess.run(["htcdaskgateway", "scale", self.cluster.name, str(n)],
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+            if cli.returncode != 0:
+                raise RuntimeError(f"htcdaskgateway scale exited {cli.returncode}: "
+                                   f"{cli.stderr.strip()[-300:]}")  # fmt: skip
         self.wanted = n
         print(f"soak: {how} to {n}", flush=True)
 
