@@ -365,3 +365,35 @@ def test_a_scheduler_frozen_longer_than_the_lease_keeps_the_clients_lease():
         assert "notebook" in plugin.leases
 
     run(body())
+
+
+# -- review: the watcher's times all come from its injected clock -------------
+
+
+def test_the_schedulers_silence_is_measured_on_the_injected_clock():
+    """The job loop marks when the scheduler stopped answering on the
+    watcher's clock, so a waiter's "not answered for N s" needs no sleep
+    in a test, and an answer clears it."""
+
+    async def body():
+        clock = Clock()
+        _, link, reconciler = make(clock=clock)
+        watcher = _watcher(reconciler, link, "alice", lease=0, interval=60, clock=clock)
+        link.late_answers = -1
+        watcher.start()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert watcher.scheduler_silence() == 0
+        clock.now += 20
+        assert watcher.scheduler_silence() == 20
+        watcher.wake()  # another unanswered look keeps the first moment
+        await asyncio.sleep(0.05)
+        assert watcher.scheduler_silence() == 20
+        link.late_answers = 0
+        watcher.wake()
+        await asyncio.sleep(0.05)
+        silence = watcher.scheduler_silence()
+        await watcher.stop()
+        return silence
+
+    assert run(body()) is None

@@ -30,7 +30,7 @@ from . import view
 from .compat import ClosingOnceGateway, trust_api_ca
 from .credentials_job import CredentialsJob
 from .errors import HTCondorError, SettingError
-from .jobs import FAILURES_BEFORE_PAUSE, JobId, JobSelector, JobTracker, WorkerJob
+from .jobs import FAILURES_BEFORE_PAUSE, JobId, JobSelector, JobTracker, WorkerJob, select_jobs
 from .naming import checked_cluster_name
 from .reconciler import Reconciler
 from .schedd import ScheddMember
@@ -192,8 +192,7 @@ class HTCGatewayCluster(GatewayCluster):
 
     async def _selector(self) -> JobSelector:
         """This cluster's jobs, of this user (as the schedd knows them) and gateway."""
-        owner = await self.schedd.owner()
-        return JobSelector(owner, self.gateway_id, self.name, gateway_user=self.user)
+        return await select_jobs(self.schedd, self.gateway_id, self.name, self.user)
 
     def _credentials_job_description(self, files: Any) -> dict[str, str]:
         return credentials_job_description(
@@ -581,11 +580,10 @@ class HTCGatewayCluster(GatewayCluster):
         """Joined workers, a summary of the jobs, and the active jobs, as last seen."""
         joined = len(reconciler.connected)
         error = watcher.round_error
-        silent_since = watcher.scheduler_silent_since
-        if silent_since is not None:
+        silent = watcher.scheduler_silence()
+        if silent is not None:
             # A scheduler on a crowded host can answer late; only one that
             # stays silent is lost.
-            silent = time.monotonic() - silent_since
             if silent > SCHEDULER_SILENCE_LIMIT:
                 raise GatewayClusterError(
                     f"The scheduler of {self.name} has not answered for {silent:.0f} s"

@@ -14,7 +14,7 @@ from dask_gateway.client import ClusterReport
 
 from .cluster import HTCGatewayCluster, gateway_id
 from .compat import ClosingOnceGateway, trust_api_ca
-from .jobs import JobSelector, WorkerJob, count_by_status
+from .jobs import JobSelector, WorkerJob, count_by_status, select_jobs
 from .schedd_pool import ScheddPool
 from .settings import HTCondorSettings
 
@@ -55,8 +55,7 @@ class HTCGateway(ClosingOnceGateway):
         live cluster would otherwise look orphaned to ``cleanup``.
         """
         gateway = gateway_id(self.htcondor_settings, self.address)
-        owner = await self.schedd.owner()
-        return JobSelector(owner, gateway, cluster_name, gateway_user=self.user)
+        return await select_jobs(self.schedd, gateway, cluster_name, self.user)
 
     def _cluster_kwargs(self, htcondor: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return {

@@ -299,6 +299,15 @@ IDLE_REASON_TTL = 60.0
 # after this many in a row the cluster stops submitting until a new target
 # is set: a worker that cannot start would otherwise be resubmitted forever.
 FAILURES_BEFORE_PAUSE = 3
+
+
+async def select_jobs(schedd: Schedd, gateway: str, cluster: str | None, user: str) -> JobSelector:
+    """The jobs of ``user`` (as the schedd authenticates this client, and at
+    the gateway) that serve ``gateway``; of one cluster if named. The one
+    place a selection is made, so none leaves out a part of it."""
+    return JobSelector(await schedd.owner(), gateway, cluster, gateway_user=user)
+
+
 # Seconds to keep looking for a vanished job in the schedd's history.
 HISTORY_WAIT = 60.0
 
@@ -356,9 +365,7 @@ class JobTracker:
 
     async def selector(self) -> JobSelector:
         """This cluster's jobs, of this user (to the schedd and the gateway) and gateway."""
-        return JobSelector(
-            await self.schedd.owner(), self.gateway_id, self.cluster, gateway_user=self.user
-        )
+        return await select_jobs(self.schedd, self.gateway_id, self.cluster, self.user)
 
     async def refresh(self) -> list[WorkerJob]:
         selector = await self.selector()

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -163,6 +162,16 @@ class Watcher:
         self.follow(reply)
         return reply
 
+    def scheduler_silence(self) -> float | None:
+        """Seconds the scheduler has not answered the job loop (None: it answered last time).
+
+        Apart from ``alive_at``: a gateway that reports the cluster running
+        keeps it alive, but says nothing of a scheduler too busy to answer.
+        """
+        if self.scheduler_silent_since is None:
+            return None
+        return self._clock.monotonic() - self.scheduler_silent_since
+
     def lives(self) -> None:
         """The cluster showed it lives: no evidence of its end stands."""
         self.alive_at = self._clock.monotonic()
@@ -262,13 +271,13 @@ class Watcher:
         while True:
             self._wake.clear()
             self._rounds_begun += 1
-            began = time.monotonic()
+            began = self._clock.monotonic()
             self.round_error = await self._attempt("Watching the jobs of", self._look)
             self._rounds_ended += 1
             async with self._round_ended:
                 self._round_ended.notify_all()
             self._on_change()
-            period = self._job_period(time.monotonic() - began)
+            period = self._job_period(self._clock.monotonic() - began)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), period)
 
@@ -276,7 +285,8 @@ class Watcher:
         try:
             await self.reconciler.step(act=self.is_applier)
         except TimeoutError:
-            self.scheduler_silent_since = self.scheduler_silent_since or time.monotonic()
+            if self.scheduler_silent_since is None:
+                self.scheduler_silent_since = self._clock.monotonic()
             raise
         self.scheduler_silent_since = None
         self.lives()
