@@ -20,6 +20,10 @@
   keeps it, submits nothing elsewhere in its place, and shutdown() still
   removes its jobs. The collector is made to refuse that schedd's ads
   (COLLECTOR_REQUIREMENTS) for as long as it takes.
+- A notebook that closes without shutting down (point 13): the cluster's
+  queued jobs and its credentials job (the key in the spool) leave the
+  queue by themselves within ``detached-lease``, with no cleanup; those of
+  a cluster that another client opened meanwhile stay.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from conftest import (
     CLUSTER_ATTRIBUTE,
     ROLE_ATTRIBUTE,
     TARGET,
+    credentials_jobs,
     nothing_queued,
     queue,
     stack_service,
@@ -779,3 +784,46 @@ def test_a_schedd_missing_from_the_collectors_answers_keeps_its_jobs_and_shutdow
         "a schedd missing from the collector's answers, still running:\n"
         + "\n".join(problems.values())
     )
+
+
+# -- 13: a cluster nobody holds takes its key material out of the queue -----
+
+
+def test_a_cluster_closed_without_shutdown_takes_its_key_out_and_a_reopened_one_keeps_it(
+    gateway, record_figure
+):
+    detached = 8
+    # Worker jobs that stay idle (no slot of the test pool has the memory),
+    # beside each cluster's credentials job: what a lease must clear.
+    settings = {"detached-lease": detached, "worker": {"memory": "400 GiB"}}
+    left = gateway.new_cluster(shutdown_on_close=False, htcondor=settings)
+    kept = gateway.new_cluster(shutdown_on_close=False, htcondor=settings)
+    names = (left.name, kept.name)
+    reopened = None
+    try:
+        for cluster in (left, kept):
+            cluster.scale(2)
+        wait_for(lambda: all(len(queue(name, every_job=True)) == 3 for name in names),
+                 "2 idle worker jobs and a credentials job in each cluster", 60)  # fmt: skip
+        assert all(credentials_jobs(name) for name in names)
+        left.close()
+        kept.close()
+        closed = time.monotonic()
+        reopened = gateway.connect(kept.name)  # another notebook opens this one
+        wait_for(lambda: nothing_queued(left.name),
+                 f"its jobs to leave ({detached} s lease)", detached + 30)  # fmt: skip
+        record_figure(
+            f"closed without shutdown (detached-lease {detached} s): its 2 idle jobs and its "
+            f"credentials job left the queue {time.monotonic() - closed:.1f} s after close()"
+        )
+        # Three detached leases on, the reopened cluster has all of its jobs.
+        time.sleep(max(0.0, 3 * detached - (time.monotonic() - closed)))
+        assert len(queue(kept.name, every_job=True)) == 3, "the reopened cluster lost jobs"
+        assert gateway.get_cluster(kept.name).status is ClusterStatus.RUNNING
+    finally:
+        if reopened is not None:
+            reopened.shutdown()
+        for name in names:
+            with contextlib.suppress(Exception):
+                gateway.stop_cluster(name)
+    wait_for(lambda: all(nothing_queued(name) for name in names), "every job to leave", 30)

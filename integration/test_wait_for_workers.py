@@ -8,6 +8,7 @@ import time
 
 import htcondor2
 import pytest
+from dask_gateway import GatewayClusterError
 
 from conftest import queue, wait_for
 from htcdaskgateway import HTCGateway, HTCondorError, SettingError
@@ -104,6 +105,45 @@ def test_workers_that_cannot_reach_the_scheduler_end_the_wait_with_why(gateway, 
     finally:
         cluster.shutdown()
         lost.close()
+
+
+def test_workers_the_scheduler_cannot_dial_back_are_named_with_the_setting(
+    gateway, record_figure, caplog
+):
+    # Issue 30, point 2: workers that reach their scheduler but give it an
+    # address nothing answers on (a wrong worker.host or contact-address;
+    # on the rig, worker.host 127.0.0.1) join, and a computation on them
+    # would hang at its first gather. Loopback port 9: nothing listens.
+    astray = HTCGateway(htcondor={"worker": {"contact-address": "tls://127.0.0.1:9"}})
+    cluster = astray.new_cluster()
+    try:
+        cluster.scale(2)
+        started = time.monotonic()
+        try:
+            cluster.wait_for_workers(2, timeout=120)
+        except GatewayClusterError as exc:
+            told = str(exc)
+        else:  # both joined before the scheduler's dial failed: the watcher says it
+
+            def said() -> str | None:
+                messages = [record.getMessage() for record in caplog.records]
+                return next((m for m in messages if "cannot reach" in m), None)
+
+            told = wait_for(
+                said,
+                "the client to say the scheduler cannot reach the workers",
+                60,
+            )
+        record_figure(
+            f"workers the scheduler cannot dial back: said {time.monotonic() - started:.1f} s "
+            "after scale(2)"
+        )
+        assert f"The scheduler of {cluster.name} cannot reach" in told, told
+        assert "tls://127.0.0.1:9" in told and "gateway.htcondor.worker.host" in told, told
+    finally:
+        cluster.shutdown()
+        astray.close()
+    wait_for(lambda: not queue(cluster.name), "the workers' jobs to leave", 30)
 
 
 def test_workers_that_keep_failing_are_not_resubmitted_forever(gateway, record_figure):

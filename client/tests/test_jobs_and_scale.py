@@ -206,3 +206,15 @@ def test_an_idle_jobs_rejection_reason_is_shown_without_the_negotiators_trailing
     tracker = JobTracker(FakeSchedd(), "gw", "dask-gateway.abc", user="alice")
     job = WorkerJob("1.0", JobStatus.IDLE, last_rejection="no match found ")
     assert tracker.reason(job) == "no match found"
+
+
+def test_wait_for_workers_names_the_setting_when_the_scheduler_cannot_reach_a_worker():
+    """Issue 30, point 2: a worker that joined at an address its scheduler
+    cannot dial (worker.host 127.0.0.1 on the rig) would count as joined,
+    and the first computation would hang; the waiter says what to fix."""
+
+    def joined_but_unreachable(link):
+        link.plugin.unreachable = {"htc-1.0@schedd": "tls://127.0.0.1:40000: refused"}
+
+    with pytest.raises(GatewayClusterError, match=r"cannot reach 1 of its workers.*worker\.host"):
+        wait_with_a_watcher(joined_but_unreachable, n=2, timeout=30)

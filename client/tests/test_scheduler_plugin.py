@@ -161,3 +161,40 @@ def test_an_open_cluster_object_or_a_connected_client_keeps_it(monkeypatch):
         assert scheduler.status.name in ("closing", "closed")
 
     _with_unattended_timeout(monkeypatch, 0.5, body)
+
+
+def test_a_worker_the_scheduler_cannot_dial_back_is_reported_until_it_leaves(monkeypatch):
+    """Issue 30, point 2: a worker that gives the scheduler an address
+    nothing answers on (a wrong worker.host or contact-address) joins all
+    the same; the plugin dials it and tells every client, by name."""
+    import socket
+
+    monkeypatch.setattr(scheduler_plugin, "PROBE_TIMEOUT", 1.0)
+
+    async def run():
+        with socket.socket() as closed:  # a port nothing listens on
+            closed.bind(("127.0.0.1", 0))
+            dead = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
+        scheduler, workers = await _scheduler_with_workers("htc-1.0")
+        astray = await Worker(scheduler.address, name="htc-1.1", host="127.0.0.1",
+                              contact_address=dead, nthreads=1)  # fmt: skip
+        try:
+            async with rpc(scheduler.address) as comm:
+                for _ in range(50):
+                    state = await comm.htcdaskgateway_renew(token="t")
+                    if "unreachable" in state:
+                        break
+                    await asyncio.sleep(0.1)
+                assert set(state["unreachable"]) == {"htc-1.1"}
+                assert state["unreachable"]["htc-1.1"].startswith(dead)
+                await astray.close()
+                for _ in range(50):
+                    state = await comm.htcdaskgateway_renew(token="t")
+                    if "unreachable" not in state:
+                        break
+                    await asyncio.sleep(0.1)
+                assert "unreachable" not in state
+        finally:
+            await _close(scheduler, workers)
+
+    asyncio.run(run())

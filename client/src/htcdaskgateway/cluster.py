@@ -39,7 +39,7 @@ from .scheduler_link import SchedulerLink
 from .settings import HTCondorSettings
 from .submit import credentials_job_description, worker_job_description
 from .targets import MIN_ADAPT_INTERVAL, AdaptTarget, ScaleTarget, Target, target_to_wire
-from .watch import Watcher
+from .watch import Watcher, unreachable_workers_message
 
 # Seconds wait_for_workers() waits on a scheduler that does not answer
 # before it reports the cluster lost.
@@ -553,6 +553,10 @@ class HTCGatewayCluster(GatewayCluster):
                             f"({tracker.failures[-1].describe()})"
                         )
                     progress.show(f"{joined}/{n} workers; {state}")
+                    if watcher.unreachable:
+                        raise GatewayClusterError(
+                            unreachable_workers_message(self.name, watcher.unreachable)
+                        )
                     if joined >= n:
                         return
                     held = [job for job in jobs if job.is_stuck]

@@ -28,6 +28,12 @@ cluster of a notebook that ended with ``shutdown_on_close=False``.
 dask-gateway's own ``idle_timeout`` counts only tasks, so it would also stop
 the cluster of an analyst who is reading a plot with the client open.
 
+And it dials every HTCondor worker that joins at the address the worker
+gave (``worker.host`` / ``worker.contact-address``), as the scheduler will
+to gather its results. A worker it cannot reach is reported to every
+client (``unreachable``): otherwise the worker counts as joined and the
+first computation hangs ("Couldn't gather keys") with nothing to say why.
+
 Load it in the gateway's ``scheduler_cmd``:
 ``["dask", "scheduler", "--preload", "htcdaskgateway.scheduler_plugin"]``.
 """
@@ -53,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 # How often lapsed leases are looked for, in seconds.
 LEASE_CHECK_PERIOD = 1.0
+# Seconds a joining worker's address may take to answer the scheduler.
+PROBE_TIMEOUT = 10.0
 
 
 class KeepHTCondorWorkers(SchedulerPlugin):
@@ -73,6 +81,10 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         self._closing_on_purpose = False
         self._lease_task: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
+        # Worker name -> "address: why the scheduler cannot dial it".
+        self.unreachable: dict[str, str] = {}
+        self._probes: set[asyncio.Task[None]] = set()
+        self._probed_names: dict[str, str] = {}  # address -> name, of the workers dialled
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -90,10 +102,41 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         self._lease_task = asyncio.create_task(self._watch_leases())
 
     async def close(self) -> None:
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
+        for task in [self._lease_task, *self._probes]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        ws = scheduler.workers.get(worker)
+        if ws is None or not is_htcondor_worker(ws.name):
+            return
+        # Apart from registration, which must not wait for the dial.
+        self._probed_names[worker] = str(ws.name)
+        task = asyncio.ensure_future(self._probe(worker, str(ws.name)))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        # The scheduler has forgotten the worker by now: its name is kept here.
+        name = self._probed_names.pop(worker, None)
+        if name is not None:
+            self.unreachable.pop(name, None)
+
+    async def _probe(self, address: str, name: str) -> None:
+        """Dial the worker as the scheduler does to gather from it."""
+        from distributed.comm import connect
+
+        try:
+            comm = await connect(address, timeout=PROBE_TIMEOUT, **self.scheduler.connection_args)
+        except Exception as exc:
+            if address in self.scheduler.workers:
+                logger.warning("Worker %s cannot be reached at %s: %s", name, address, exc)
+                self.unreachable[name] = f"{address}: {exc}"
+            return
+        await comm.close()
+        self.unreachable.pop(name, None)
 
     def valid_workers_downscaling(self, scheduler: Any, workers: list[Any]) -> list[Any]:
         if self._closing_on_purpose:
@@ -210,7 +253,10 @@ class KeepHTCondorWorkers(SchedulerPlugin):
     def _state(self) -> dict[str, Any]:
         # "controller" names the applier; every reply carries it, which is
         # how a client tells this plugin is loaded.
-        return {"controller": self.applier, "target": self.target, "generation": self.generation}
+        state = {"controller": self.applier, "target": self.target, "generation": self.generation}
+        if self.unreachable:
+            state["unreachable"] = dict(self.unreachable)
+        return state
 
     async def _watch_leases(self) -> None:
         while True:

@@ -78,6 +78,17 @@ class GoneEvidence:
         return self.answers >= GONE_ANSWERS and now - self.first >= GONE_AFTER
 
 
+def unreachable_workers_message(cluster: str, unreachable: dict[str, str]) -> str:
+    """What to tell the analyst of workers that joined but cannot be dialled back."""
+    name, reason = next(iter(sorted(unreachable.items())))
+    return (
+        f"The scheduler of {cluster} cannot reach {len(unreachable)} of its workers at the "
+        f"address they gave it ({name} at {reason}); results on them cannot be gathered and "
+        "computations hang. Set gateway.htcondor.worker.host (or worker.contact-address, "
+        "behind NAT) to an address of the execute nodes that the scheduler can reach."
+    )
+
+
 class Watcher:
     """Keeps one cluster object's leases, target and job table current.
 
@@ -134,6 +145,8 @@ class Watcher:
         self.round_error: Exception | None = None
         self.scheduler_silent_since: float | None = None
         self._hurried = 0
+        # Workers the scheduler could not dial back (name -> address: why).
+        self.unreachable: dict[str, str] = {}
 
     def start(self) -> None:
         self._tasks = [
@@ -178,8 +191,12 @@ class Watcher:
         self.gone.clear()
 
     def follow(self, reply: dict[str, Any]) -> None:
-        """Take the scheduler's view: the target, and who applies it."""
+        """Take the scheduler's view: the target, who applies it, which workers it cannot reach."""
         self.is_applier = reply.get("controller") == self.token
+        unreachable = dict(reply.get("unreachable") or {})
+        if set(unreachable) - set(self.unreachable):
+            logger.warning("%s", unreachable_workers_message(self.name, unreachable))
+        self.unreachable = unreachable
         generation = reply.get("generation")
         if generation != self.reconciler.generation:
             self.reconciler.want_wire(reply.get("target"), generation)
