@@ -61,9 +61,11 @@ def pod_names(namespace: str, component: str) -> set[str]:
 
 def test_helm_test_passes_for_both_releases():
     for release, namespace in RELEASES.items():
-        result = helm("test", release, "--namespace", namespace, "--logs")
+        result = helm("test", release, "--namespace", namespace)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Phase:          Succeeded" in result.stdout
+        # Deleted once it ended, so it cannot outlive helm uninstall.
+        wait_for(lambda: not pod_names(namespace, "test"), "the helm test pod to go", 30)  # noqa: B023
 
 
 def test_a_cluster_is_a_daskcluster_and_a_scheduler_pod_until_shutdown(new_cluster):
@@ -73,6 +75,9 @@ def test_a_cluster_is_a_daskcluster_and_a_scheduler_pod_until_shutdown(new_clust
 
     objects = cluster_objects(cluster.name)
     (daskcluster,) = objects["daskclusters"]
+    # The release owns it: helm uninstall deletes it through the garbage collector.
+    (owner,) = daskcluster["metadata"]["ownerReferences"]
+    assert owner["kind"] == "ConfigMap" and owner["name"].endswith("-htcdaskgateway-clusters")
     assert daskcluster["status"]["phase"] == "Running"
     # The controller never gets a worker pod to make: replicas stay 0.
     assert daskcluster["spec"].get("replicas", 0) == 0
@@ -221,6 +226,58 @@ def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_fig
         kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true")
 
 
+def test_uninstall_of_a_release_whose_image_cannot_start_ends_in_time_and_leaves_nothing(
+    record_figure,
+):
+    # Issue 30, point 3: with a wrong image tag nothing of the chart's image
+    # can start. A pre-delete hook Job running that image made `helm
+    # uninstall` wait out its timeout and left the release "uninstalling";
+    # a failed `helm test` left its pod behind.
+    release, namespace, web, tcp = "htc-bad", "htc-bad", 30680, 31386
+    install = helm(
+        "install", release, CHART, "--namespace", namespace, "--create-namespace",
+        "--values", "/src/charts/ci/rig-values.yaml", "--set", "image.tag=no-such-tag",
+        *release_ports(web, tcp), "--wait=false",
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    try:
+
+        def cannot_start() -> list[str]:
+            pods = kube_items("pods", namespace, f"app.kubernetes.io/instance={release}")
+            return [
+                pod["metadata"]["name"] for pod in pods
+                for status in pod.get("status", {}).get("containerStatuses", [])
+                if status.get("state", {}).get("waiting", {}).get("reason", "").startswith("Err")
+            ]  # fmt: skip
+
+        wait_for(cannot_start, "the release's pods to fail to start", 60, 1)
+        test = helm("test", release, "--namespace", namespace, "--timeout", "20s")
+        assert test.returncode != 0, test.stdout
+        started = time.monotonic()
+        uninstall = helm("uninstall", release, "--namespace", namespace, "--wait",
+                         "--timeout", "120s")  # fmt: skip
+        took = time.monotonic() - started
+        assert uninstall.returncode == 0, uninstall.stdout + uninstall.stderr
+        assert helm("status", release, "--namespace", namespace).returncode != 0
+        kinds = ("pods", "jobs", "configmaps", "secrets", "services", "daskclusters")
+        selector = f"app.kubernetes.io/instance={release}"
+
+        def left() -> dict[str, list[str]]:
+            found = {k: [i["metadata"]["name"] for i in kube_items(k, namespace, selector)]
+                     for k in kinds}  # fmt: skip
+            return {k: names for k, names in found.items() if names}
+
+        wait_for(lambda: not left(), f"nothing of {release} to be left in {namespace}", 60, 1)
+        record_figure(
+            f"helm uninstall of a release whose image cannot start: {took:.1f} s "
+            "(timeout 120 s), nothing left (no hook Job, no test pod)"
+        )
+    finally:
+        if helm("status", release, "--namespace", namespace).returncode == 0:
+            helm("uninstall", release, "--namespace", namespace, "--no-hooks", "--timeout", "60s")
+        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true")
+
+
 def test_helm_upgrade_from_the_previous_chart_keeps_its_running_cluster(record_figure):
     # The chart as last released (e2e.sh: git archive PREVIOUS_CHART_COMMIT),
     # with its own rig values: plain HTTP, cluster-wide roles, no policies.
@@ -268,6 +325,11 @@ def test_helm_upgrade_from_the_previous_chart_keeps_its_running_cluster(record_f
                          htcondor={"api-ca": ca})  # fmt: skip
         gateways.append(new)
         assert cluster.name in [c.name for c in new.list_clusters()]
+        # The upgraded API gave the previous chart's cluster to the release's
+        # owner ConfigMap, so that helm uninstall deletes it too.
+        (daskcluster,) = cluster_objects(cluster.name)["daskclusters"]
+        owners = [o["name"] for o in daskcluster["metadata"].get("ownerReferences", [])]
+        assert owners == [f"{release}-htcdaskgateway-clusters"], owners
         again = new.connect(cluster.name)
         gateways.append(again)
         again.scale(2)

@@ -194,9 +194,13 @@ def granted(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Rules as rbac_expected.yaml writes them: "group/resource" -> sorted verbs."""
     out: dict[str, set[str]] = {}
     for rule in rules:
+        # A grant on named objects only: "configmaps[clusters]" (each name's
+        # component, the part after the release's prefix).
+        names = sorted(name.rsplit("-", 1)[-1] for name in rule.get("resourceNames", []))
+        only = f"[{','.join(names)}]" if names else ""
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                key = f"{group}/{resource}" if group else resource
+                key = (f"{group}/{resource}" if group else resource) + only
                 out.setdefault(key, set()).update(rule["verbs"])
     return {k: sorted(v) for k, v in out.items()}
 
@@ -286,17 +290,21 @@ def test_helm_test_pod_checks_both_ports(rendered: Rendered) -> None:
     assert env["WEB_PORT"] == str(ports["web"]) and env["TCP_PORT"] == str(ports["tcp"])
 
 
-def test_uninstall_hook_stops_the_release_clusters_as_the_controller(rendered: Rendered) -> None:
-    (job,) = rendered.of_kind("Job")
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
-    spec = job["spec"]["template"]["spec"]
-    controller = rendered.one("Deployment", "-controller")["spec"]["template"]["spec"]
-    # The controller's account may delete DaskClusters; the hook needs no more.
-    assert spec["serviceAccountName"] == controller["serviceAccountName"]
-    assert spec["containers"][0]["args"] == ["python", "/etc/dask-gateway/delete_clusters.py"]
+def test_no_hook_can_block_uninstall_and_the_release_owns_its_clusters(rendered: Rendered) -> None:
+    # A hook Job or Pod that runs the chart's image blocks `helm uninstall`
+    # when the image cannot start; helm test's pod must not outlive it.
+    for doc in rendered.docs:
+        hook = doc.get("metadata", {}).get("annotations", {}).get("helm.sh/hook")
+        assert hook in (None, "test"), (doc["kind"], doc["metadata"]["name"], hook)
+    (pod,) = rendered.of_kind("Pod")
+    policy = set(pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(","))
+    assert {"hook-succeeded", "hook-failed"} <= policy
+    values = rendered.chart_values()
+    owner = rendered.one("ConfigMap", "-clusters")
+    assert owner["metadata"]["name"] == values["chart"]["clusterOwner"]
+    assert owner["metadata"]["namespace"] == values["chart"]["schedulerNamespace"]
     config = rendered.one("ConfigMap", "-gateway-config")
-    assert "delete_clusters.py" in config["data"]
-    assert spec["volumes"][0]["configMap"]["name"] == config["metadata"]["name"]
+    assert "delete_clusters.py" not in config["data"]
 
 
 def yaml_dump(docs: list[dict[str, Any]]) -> str:

@@ -63,7 +63,7 @@ install_release() {  # install_release RELEASE NAMESPACE [VALUES...]
     "${values[@]}" --set-string gateway.auth.simple.password="$DASK_GATEWAY__AUTH__KWARGS__PASSWORD" \
     --wait --timeout 5m >/dev/null \
     || { "$rig" kubectl -n "$namespace" get pods -o wide; return 1; }
-  "$rig" helm test "$release" --namespace "$namespace" --logs | tail -n 3 \
+  "$rig" helm test "$release" --namespace "$namespace" | tail -n 3 \
     || { "$rig" kubectl -n "$namespace" logs deploy/"$release"-htcdaskgateway-proxy --tail 30; return 1; }
 }
 

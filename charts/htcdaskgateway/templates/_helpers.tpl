@@ -25,6 +25,7 @@
 {{- define "htcdg.proxyName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "proxy") }}{{- end -}}
 {{- define "htcdg.configName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "gateway-config") }}{{- end -}}
 {{- define "htcdg.clientConfigName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "client-config") }}{{- end -}}
+{{- define "htcdg.clusterOwnerName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "clusters") }}{{- end -}}
 {{- define "htcdg.secretName" -}}{{ include "htcdg.componentName" (dict "root" . "component" "secret") }}{{- end -}}
 
 {{/*

@@ -17,6 +17,10 @@ c.DaskGateway.address = ":8000"
 # chart grants cluster-wide RBAC (namespaced_kube.py says why it is needed).
 c.DaskGateway.backend_class = "namespaced_kube.NamespacedKubeBackend"
 c.NamespacedKubeBackend.watch_namespace = get(values, "chart.watchNamespace")
+# Each DaskCluster belongs to this ConfigMap of the release: helm uninstall
+# deletes it, and the garbage collector the clusters (no uninstall hook).
+c.NamespacedKubeBackend.cluster_owner = get(values, "chart.clusterOwner")
+c.NamespacedKubeBackend.cluster_owner_namespace = get(values, "chart.schedulerNamespace")
 c.KubeBackend.gateway_instance = get(values, "chart.instance")
 # Schedulers report to the API at its in-cluster Service.
 c.KubeBackend.api_url = get(values, "chart.apiUrl")

@@ -18,6 +18,13 @@ step, logging only that it "terminated", so the exit code, the kill reason
 (OOMKilled) and the scheduler's last words were gone before an operator
 could look.
 
+And the backend makes each DaskCluster belong to a ConfigMap of the release
+(`ReleaseOwnedClusters`): `helm uninstall` deletes that ConfigMap and
+Kubernetes' garbage collector deletes the clusters, then their scheduler
+pods, Secrets, Services and routes (which belong to the DaskCluster). No
+pre-delete hook Job has to run, so an uninstall cannot hang on a pod that
+cannot start (a wrong image tag) and leaves no hook Job behind.
+
 The API server loads `NamespacedKubeBackend` by name from the chart's
 config; the controller runs this file as its main program.
 """
@@ -175,8 +182,76 @@ class SchedulerExitReport:
         return pod
 
 
-class NamespacedKubeBackend(WatchNamespace, KubeBackend):
-    """The gateway API's backend, needing only a namespaced Role."""
+class ReleaseOwnedClusters(Configurable):
+    """Every DaskCluster of the gateway owned by the release's `cluster_owner` ConfigMap."""
+
+    cluster_owner = Unicode(
+        "",
+        help="""
+        Name of the ConfigMap, in the schedulers' namespace, that owns every
+        DaskCluster this gateway makes; deleting it (helm uninstall) deletes
+        them. Empty: the clusters have no owner.
+        """,
+        config=True,
+    )
+    cluster_owner_namespace = Unicode("", help="The schedulers' namespace.", config=True)
+
+    log: Any
+    core_client: Any
+    custom_client: Any
+    crd_version: str
+    label_selector: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner_reference: dict[str, Any] | None = None
+
+    async def _read_owner(self) -> dict[str, Any]:
+        # Read afresh before each use: a reference to a deleted owner's uid
+        # would have the garbage collector delete the cluster at once.
+        owner = await self.core_client.read_namespaced_config_map(
+            self.cluster_owner, self.cluster_owner_namespace
+        )
+        return {"apiVersion": "v1", "kind": "ConfigMap", "name": self.cluster_owner,
+                "uid": owner.metadata.uid}  # fmt: skip
+
+    async def setup(self, app: Any) -> None:
+        await super().setup(app)  # type: ignore[misc]
+        if self.cluster_owner:
+            await self._adopt_clusters()
+
+    async def _adopt_clusters(self) -> None:
+        """Give the owner the clusters made before it existed (a chart without it)."""
+        reference = await self._read_owner()
+        found = await self.custom_client.list_namespaced_custom_object(
+            "gateway.dask.org", self.crd_version, self.cluster_owner_namespace, "daskclusters",
+            label_selector=self.label_selector,
+        )  # fmt: skip
+        for cluster in found["items"]:
+            owners = cluster["metadata"].get("ownerReferences") or []
+            if any(owner.get("uid") == reference["uid"] for owner in owners):
+                continue
+            name = cluster["metadata"]["name"]
+            await self.custom_client.patch_namespaced_custom_object(
+                "gateway.dask.org", self.crd_version, self.cluster_owner_namespace,
+                "daskclusters", name, {"metadata": {"ownerReferences": [*owners, reference]}},
+            )  # fmt: skip
+            self.log.info("DaskCluster %s now belongs to ConfigMap %s", name, self.cluster_owner)
+
+    async def start_cluster(self, user: Any, cluster_options: Any) -> Any:
+        if self.cluster_owner:
+            self._owner_reference = await self._read_owner()
+        return await super().start_cluster(user, cluster_options)  # type: ignore[misc]
+
+    def make_cluster_object(self, username: str, options: Any, config: Any) -> dict[str, Any]:
+        cluster: dict[str, Any] = super().make_cluster_object(username, options, config)  # type: ignore[misc]
+        if self.cluster_owner and self._owner_reference is not None:
+            cluster["metadata"]["ownerReferences"] = [self._owner_reference]
+        return cluster
+
+
+class NamespacedKubeBackend(ReleaseOwnedClusters, WatchNamespace, KubeBackend):
+    """The gateway API's backend: a namespaced Role, its clusters owned by the release."""
 
 
 class NamespacedKubeController(SchedulerExitReport, WatchNamespace, KubeController):
