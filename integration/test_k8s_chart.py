@@ -1,9 +1,10 @@
 """The chart as operators run it, on the Kubernetes rig (E2E_TARGET=k8s).
 
 helm test, the Kubernetes objects of a cluster while it runs and after it
-shuts down, `helm upgrade` rolling the pods under a running cluster, and a
-release installed and uninstalled with a cluster running: nothing of it
-may remain.
+shuts down, `helm upgrade` rolling the pods under a running cluster, an
+upgrade from the previous chart, and the uninstall of a release whose
+image cannot start. (Install and uninstall with a cluster running, as an
+operator does it: test_k8s_walkthrough.py.)
 """
 
 from __future__ import annotations
@@ -170,60 +171,6 @@ def test_helm_upgrade_rolls_the_pods_and_a_running_cluster_survives(new_cluster,
             "--set", "gateway.logLevel=DEBUG", "--set", "controller.logLevel=DEBUG", "--wait",
         )  # fmt: skip
         assert restore.returncode == 0, restore.stderr
-
-
-def test_install_then_uninstall_with_a_running_cluster_leaves_nothing(record_figure):
-    release, namespace, web, tcp = "htc-life", "htc-life", 30280, 30986
-    install = helm(
-        "install", release, CHART, "--namespace", namespace, "--create-namespace",
-        "--values", "/src/charts/ci/rig-values.yaml",
-        *release_ports(web, tcp),
-    )  # fmt: skip
-    assert install.returncode == 0, install.stderr
-    try:
-        # helm's --wait sees the pods ready; Traefik loads the API's route
-        # from the Kubernetes API a moment later.
-        # The chart made this release its own CA and certificate.
-        ca = api_ca(release, namespace)
-        health = f"https://{RIG_NODE_IP}:{web}/api/health"
-        wait_for(lambda: answers(health, ca), f"{health} to answer", 60, interval=1)
-        gateway = HTCGateway(
-            address=f"https://{RIG_NODE_IP}:{web}",
-            proxy_address=f"tls://{RIG_NODE_IP}:{tcp}",
-            htcondor={"api-ca": ca},
-        )
-        cluster = gateway.new_cluster(htcondor={"worker": {"death-timeout": 10}})
-        cluster.scale(1)
-        cluster.wait_for_workers(1, timeout=120)
-        assert cluster.get_client().submit(sum, range(10)).result() == 45
-        assert cluster_objects(cluster.name)["pods"]
-
-        started = time.monotonic()
-        uninstall = helm("uninstall", release, "--namespace", namespace, "--wait")
-        assert uninstall.returncode == 0, uninstall.stderr
-        record_figure(
-            f"helm uninstall with a running cluster took {time.monotonic() - started:.1f} s"
-        )
-        kinds = ("daskclusters", "pods", "secrets", "services", "ingressroutetcps", "jobs")
-
-        def left() -> dict[str, list[str]]:
-            found = {k: [i["metadata"]["name"] for i in kube_items(k, namespace)] for k in kinds}
-            return {k: names for k, names in found.items() if names}
-
-        # helm deletes the objects it made; their pods go after their grace period.
-        wait_for(lambda: not left(), f"nothing of {release} to be left in {namespace}", 120, 1)
-        # The scheduler is gone: its worker ends at its death timeout. The
-        # open cluster object keeps renewing the idle credentials job's
-        # lease until the cluster has shown no sign of life for a whole
-        # lease (60 s: a proxy restart must not cost a live cluster its
-        # queued jobs), and it lapses a lease later.
-        wait_for(lambda: nothing_queued(cluster.name), "the cluster's jobs to leave the queue", 180)
-        cluster.close()
-        gateway.close()
-    finally:
-        if helm("status", release, "--namespace", namespace).returncode == 0:
-            helm("uninstall", release, "--namespace", namespace, "--wait")
-        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true")
 
 
 def test_uninstall_of_a_release_whose_image_cannot_start_ends_in_time_and_leaves_nothing(

@@ -56,7 +56,6 @@ from conftest import (
     wait_for,
 )
 from htcdaskgateway import HTCGateway
-from htcdaskgateway.schedd_pool import DISCOVERY_TTL
 
 # Traefik's answer for a route it has not loaded (Go's http.NotFound).
 TRAEFIK_404 = (
@@ -578,6 +577,8 @@ UNLISTED_LEASE = 10
 # Seconds the cluster is watched once its client has listed the schedds
 # without the missing one: more than the lease, many looks (watch-interval 1).
 UNLISTED_HOLD = 15.0
+# Seconds between the test client's collector queries (DISCOVERY_TTL).
+REDISCOVERY = 15.0
 # The pool's job event log (docker-compose.yml mounts the pool's logs), in
 # UTC to the millisecond (integration/pool/test-pool.conf).
 EVENT_LOG = Path("/pool-log/EventLog")
@@ -686,8 +687,11 @@ def _aborted_since(since: float) -> dict[str, list[str]]:
 
 
 def test_a_schedd_missing_from_the_collectors_answers_keeps_its_jobs_and_shutdown_reaches_them(
-    new_cluster, record_figure
+    new_cluster, record_figure, monkeypatch
 ):
+    # The client asks the collector again DISCOVERY_TTL (60 s) after its
+    # last answer; the test's client sooner, so the wait is not a minute.
+    monkeypatch.setattr("htcdaskgateway.schedd_pool.DISCOVERY_TTL", REDISCOVERY)
     started = time.time() - 1
     locations = {
         ad["Name"]: ad for ad in htcondor2.Collector().locateAll(htcondor2.DaemonType.Schedd)
@@ -726,7 +730,7 @@ def test_a_schedd_missing_from_the_collectors_answers_keeps_its_jobs_and_shutdow
             wait_for(
                 lambda: cluster.schedd._discovered_at > began,  # private, as in test_faults
                 "the client to ask the collector for the schedds again",
-                DISCOVERY_TTL + 15,
+                REDISCOVERY + 15,
             )
             relisted = time.monotonic()
             while time.monotonic() - relisted < UNLISTED_HOLD:
