@@ -43,7 +43,7 @@ demo: up
 	$(IN_ANALYST) python integration/demo.py
 
 lint: images
-	$(IN_ANALYST) sh -c 'ruff check --no-cache . && ruff format --no-cache --check .'
+	$(IN_ANALYST) sh -c 'ruff check --no-cache . && ruff format --no-cache --check . && python scripts/check_docs.py'
 
 unit: images
 	$(PYTEST) client/tests

@@ -14,6 +14,7 @@ from dask_gateway.client import ClusterReport
 
 from .cluster import HTCGatewayCluster, gateway_id
 from .compat import ClosingOnceGateway, trust_api_ca
+from .config import environment_overrides
 from .jobs import JobSelector, WorkerJob, count_by_status, select_jobs
 from .schedd_pool import ScheddPool
 from .settings import HTCondorSettings
@@ -35,6 +36,8 @@ class HTCGateway(ClosingOnceGateway):
         self, *args: Any, htcondor: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
         self.htcondor = dict(htcondor or {})
+        for override in environment_overrides():
+            logger.warning("%s", override)
         settings = HTCondorSettings.from_config(self.htcondor)  # bad settings fail here
         self.htcondor_settings = settings
         self.schedd = ScheddPool(
