@@ -20,10 +20,10 @@ import classad2
 
 from htcdaskgateway.errors import ScheddUnavailableError, SubmitError
 from htcdaskgateway.jobs import (
-    CredentialsJob,
     EndedJob,
     JobId,
     JobStatus,
+    QueuedCredentials,
     WorkerJob,
     input_directory,
 )
@@ -121,7 +121,7 @@ class FakeSchedd:
                 self.queue[job_id].ad["SpoolLooksLeft"] = self.spool_hold_looks
         return ids
 
-    async def credentials_jobs(self, constraint: str) -> list[CredentialsJob]:
+    async def credentials_jobs(self, constraint: str) -> list[QueuedCredentials]:
         await self._answer()
         for job in self.queue.values():
             looks = job.ad.get("SpoolLooksLeft")
@@ -131,7 +131,7 @@ class FakeSchedd:
                     del job.ad["SpoolLooksLeft"]
                     self.set_status(job.job_id, JobStatus.IDLE)
         return [
-            CredentialsJob(job.job_id, job.status, job.ad["Iwd"])
+            QueuedCredentials(job.job_id, job.status, job.ad["Iwd"])
             for job in sorted(self._matching(constraint), key=lambda j: j.job_id.sort_key)
         ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from htcdaskgateway.credentials_job import CredentialsJob
+from htcdaskgateway.credentials_job import CredentialsSpool
 from htcdaskgateway.jobs import JobSelector, JobStatus
 from htcdaskgateway.naming import CREDENTIALS_ROLE, ROLE_ATTRIBUTE
 from htcdaskgateway.settings import HTCondorSettings
@@ -19,7 +19,7 @@ GATEWAY = "http://gateway.test:8000"
 SETTINGS = HTCondorSettings.from_config()
 
 
-def make(schedd: FakeSchedd) -> CredentialsJob:
+def make(schedd: FakeSchedd) -> CredentialsSpool:
     async def selector() -> JobSelector:
         return JobSelector(await schedd.owner(), GATEWAY, CLUSTER, gateway_user="alice")
 
@@ -30,7 +30,7 @@ def make(schedd: FakeSchedd) -> CredentialsJob:
             SETTINGS, CLUSTER, files, user="alice", gateway_id=GATEWAY, lease=60
         )
 
-    job = CredentialsJob(schedd, selector, describe)
+    job = CredentialsSpool(schedd, selector, describe)
     job.tls = make_credentials()
     return job
 

@@ -5,10 +5,12 @@ import time
 import pytest
 from dask_gateway import GatewayClusterError
 
-from htcdaskgateway.cluster import HTCGatewayCluster, _worker_count
+from htcdaskgateway.cluster import HTCGatewayCluster
 from htcdaskgateway.errors import SettingError
 from htcdaskgateway.jobs import EndedJob, JobStatus, WorkerJob, count_by_status, removal_order
 from htcdaskgateway.naming import checked_cluster_name
+from htcdaskgateway.waiting import wait_for_workers
+from htcdaskgateway.wanted import worker_count
 
 
 def test_removal_order_idle_then_held_then_newest_running():
@@ -52,13 +54,13 @@ def test_active_states():
 
 @pytest.mark.parametrize("n", [0, 1, 30])
 def test_worker_count_accepts_whole_numbers(n):
-    assert _worker_count(n, "scale()") == n
+    assert worker_count(n, "scale()") == n
 
 
 @pytest.mark.parametrize("n", [-1, "3", 2.5, True, None, float("nan")])
 def test_worker_count_refuses_others_with_a_setting_error(n):
     with pytest.raises(SettingError, match=r"scale\(\)"):
-        _worker_count(n, "scale()")
+        worker_count(n, "scale()")
 
 
 @pytest.mark.parametrize("name", ["dask-gateway.abc\n", "", "a b", '"x"', None])
@@ -89,8 +91,7 @@ def test_held_is_stuck():
 
 def test_wait_for_workers_on_a_cluster_that_is_not_running():
     cluster = object.__new__(HTCGatewayCluster)
-    cluster.name, cluster.scheduler_comm = "abc", None
-    cluster._reconciler = cluster._watcher = None
+    cluster.name, cluster.scheduler_comm, cluster._runtime = "abc", None, None
     with pytest.raises(GatewayClusterError, match="abc is not running"):
         asyncio.run(cluster._wait_for_workers(1, None))
 
@@ -98,9 +99,9 @@ def test_wait_for_workers_on_a_cluster_that_is_not_running():
 def test_more_jobs_than_max_jobs_is_a_setting_error_naming_it():
     cluster = object.__new__(HTCGatewayCluster)
     cluster._prepare({"max-jobs": 5})
-    assert cluster._job_count(5, "scale()") == 5
+    assert cluster.scale_target(5, "scale()").n == 5
     with pytest.raises(SettingError, match=r"scale\(\) asks for 6 .*max-jobs allows 5"):
-        cluster._job_count(6, "scale()")
+        cluster.scale_target(6, "scale()")
     with pytest.raises(SettingError, match="max-jobs allows 5"):
         cluster.adaptive(0, 6)
     assert cluster.adaptive().maximum == 5, "no maximum: max-jobs"
@@ -114,24 +115,34 @@ def test_adapt_refuses_bad_durations(interval):
         cluster.adaptive(0, 2, interval=interval)
 
 
+def running(reconciler, watcher):
+    """The runtime of a running cluster "abc" made of these parts (no credentials)."""
+    from htcdaskgateway.runtime import ClusterRuntime
+    from htcdaskgateway.settings import HTCondorSettings
+    from htcdaskgateway.spec import ClusterSpec
+
+    tracker = reconciler.tracker
+    spec = ClusterSpec(tracker.cluster, "alice", tracker.gateway_id, "tls://proxy:8786", 60,
+                       HTCondorSettings.from_config())  # fmt: skip
+    return ClusterRuntime(spec, None, reconciler, watcher)
+
+
 def wait_with_a_watcher(link_setup, n=1, timeout=None, schedd=None):
     """``wait_for_workers(n)`` on a cluster whose watcher runs against the fakes."""
     from .test_reconciler import _watcher, make
 
     schedd, link, reconciler = make(schedd)
     link_setup(link)
-    cluster = object.__new__(HTCGatewayCluster)
-    cluster.name, cluster.scheduler_comm, cluster._reconciler = "abc", object(), reconciler
     # A cluster object's watch interval: between its looks the waiter must
     # not ask anything itself.
-    cluster._watcher = _watcher(reconciler, link, "alice", lease=60, interval=10)
+    runtime = running(reconciler, _watcher(reconciler, link, "alice", lease=60, interval=10))
 
     async def body():
-        cluster._watcher.start()
+        runtime.watcher.start()
         try:
-            await cluster._wait_for_workers(n, timeout)
+            await wait_for_workers(runtime, n, timeout)
         finally:
-            await cluster._watcher.stop()
+            await runtime.watcher.stop()
 
     asyncio.run(body())
     return schedd, link
@@ -147,12 +158,14 @@ def test_wait_for_workers_outlasts_a_scheduler_that_answers_late():
 
 
 def test_wait_for_workers_reports_a_scheduler_that_stays_silent(monkeypatch):
-    monkeypatch.setattr("htcdaskgateway.cluster.SCHEDULER_SILENCE_LIMIT", 1.5)
+    monkeypatch.setattr("htcdaskgateway.waiting.SCHEDULER_SILENCE_LIMIT", 1.5)
 
     def always_late(link):
         link.late_answers = -1
 
-    with pytest.raises(GatewayClusterError, match="scheduler of abc has not answered for 2 s"):
+    with pytest.raises(
+        GatewayClusterError, match=r"scheduler of dask-gateway\.abc123 has not answered for 2 s"
+    ):
         wait_with_a_watcher(always_late)
 
 
@@ -175,18 +188,16 @@ def test_five_waiting_clusters_on_one_slow_schedd_keep_their_jobs_lease():
             _, link, reconciler = make(schedd, cluster=name)
             link.workers = set()  # no worker ever joins
             await link.set_target(name, target_to_wire(ScaleTarget(2, 100)), 5)
-            cluster = object.__new__(HTCGatewayCluster)
-            cluster.name, cluster.scheduler_comm, cluster._reconciler = name, object(), reconciler
-            cluster._watcher = _watcher(reconciler, link, name, lease=lease, interval=10)
-            clusters.append(cluster)
+            watcher = _watcher(reconciler, link, name, lease=lease, interval=10)
+            clusters.append(running(reconciler, watcher))
         started = time.monotonic()
-        for cluster in clusters:
-            cluster._watcher.start()
-        waits = [cluster._wait_for_workers(2, 6) for cluster in clusters]
+        for runtime in clusters:
+            runtime.watcher.start()
+        waits = [wait_for_workers(runtime, 2, 6) for runtime in clusters]
         results = await asyncio.gather(*waits, return_exceptions=True)
         ended = time.monotonic()
-        for cluster in clusters:
-            await cluster._watcher.stop()
+        for runtime in clusters:
+            await runtime.watcher.stop()
         assert all(isinstance(r, TimeoutError) for r in results), results
         return schedd, started, ended
 

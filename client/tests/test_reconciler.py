@@ -62,20 +62,19 @@ def make(
     settings = HTCondorSettings.from_config()
     clock = clock or Clock()
 
-    async def submit(count: int) -> list[JobId]:
-        description = worker_job_description(
-            settings,
-            cluster,
-            "tls://proxy:8786",
-            "/spool",
-            user="alice",
-            gateway_id=GATEWAY,
-            lease=60,
-        )
-        return await schedd.submit(description, count)
+    class Workers:  # workers.GroupWorkers, without the credentials job
+        async def start(self, count: int) -> list[JobId]:
+            description = worker_job_description(
+                settings, cluster, "tls://proxy:8786", "/spool",
+                user="alice", gateway_id=GATEWAY, lease=60,
+            )  # fmt: skip
+            return await schedd.submit(description, count)
+
+        async def stop(self, job_ids: list[JobId], reason: str) -> None:
+            await schedd.remove(job_ids, reason)
 
     tracker = JobTracker(schedd, GATEWAY, cluster, user="alice", clock=clock)
-    return schedd, link, Reconciler(tracker, link, submit, token, clock=clock)
+    return schedd, link, Reconciler(tracker, link, Workers(), token, clock=clock)
 
 
 def run(coro):

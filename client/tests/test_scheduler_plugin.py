@@ -65,13 +65,13 @@ def _with_lease_scheduler(monkeypatch, body) -> None:
 def test_lapsed_lease_closes_the_scheduler(monkeypatch):
     async def body(scheduler, comm):
         reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
-        assert reply == {"controller": None, "target": None, "generation": 0}
+        assert reply == {"applier": None, "controller": None, "target": None, "generation": 0}
         await comm.htcdaskgateway_set_target(token="a", target=TWO,
                                              apply_ttl=5)  # fmt: skip
         for _ in range(4):  # renewed in time: still running
             await asyncio.sleep(0.15)
             reply = await comm.htcdaskgateway_renew(token="a", ttl=0.3)
-            assert reply == {"controller": "a", "target": TWO,
+            assert reply == {"applier": "a", "controller": "a", "target": TWO,
                              "generation": 1}  # fmt: skip
         assert scheduler.status.name == "running"
         await asyncio.sleep(0.6)  # no renewal: the lease lapses
@@ -94,18 +94,18 @@ def test_the_target_outlives_its_setter_and_the_applier_role_passes_on(monkeypat
     async def body(scheduler, comm):
         await comm.htcdaskgateway_renew(token="notebook", apply_ttl=0.2)
         state = await comm.htcdaskgateway_set_target(token="cli", target=THREE, apply_ttl=5)
-        assert state["controller"] == "cli"
+        assert state["applier"] == "cli"
         # While the CLI applies it, the notebook only watches.
         state = await comm.htcdaskgateway_renew(token="notebook", apply_ttl=0.2)
-        assert state["controller"] == "cli"
+        assert state["applier"] == "cli"
         await comm.htcdaskgateway_release(token="cli")  # the CLI exits
         state = await comm.htcdaskgateway_renew(token="notebook", apply_ttl=0.2)
-        assert state == {"controller": "notebook", "target": THREE,
+        assert state == {"applier": "notebook", "controller": "notebook", "target": THREE,
                          "generation": 1}  # fmt: skip
         # A silent applier loses the role to the next client that asks.
         await asyncio.sleep(0.3)
         state = await comm.htcdaskgateway_renew(token="other", apply_ttl=0.2)
-        assert state["controller"] == "other"
+        assert state["applier"] == "other"
 
     _with_lease_scheduler(monkeypatch, body)
 

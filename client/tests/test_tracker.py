@@ -39,7 +39,7 @@ def test_a_tracker_over_jobs_that_come_and_go_keeps_bounded_memory():
     async def body() -> None:
         for _ in range(ROUNDS):
             ids = await schedd.submit(description, 2)
-            tracker.submitted(ids)
+            tracker.started(ids)
             await look([])
             await tracker.explain_idle()
             clock.now += IDLE_EXPLAIN_AFTER + 1
@@ -87,7 +87,7 @@ def test_a_joined_job_that_ended_is_still_known_as_joined_when_its_end_is_learne
 
     async def body() -> None:
         (job_id,) = await schedd.submit(description, 1)
-        tracker.submitted([job_id])
+        tracker.started([job_id])
         schedd.set_status(job_id, JobStatus.RUNNING)
         tracker.saw_workers([job_id])
         await tracker.refresh()

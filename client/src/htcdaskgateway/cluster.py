@@ -1,56 +1,45 @@
 """A dask-gateway cluster whose workers are HTCondor jobs.
 
-This module wires the parts together and keeps dask-gateway's public API:
+This module keeps dask-gateway's public API and hands the work down, once,
+as spec records (``spec``):
 
+- ``runtime``: builds the parts of a running cluster;
+- ``workers``: the one place that submits and removes its jobs;
 - ``reconciler``: the target, compared with the jobs, acted on;
-- ``jobs``: job identity, the one constraint builder, the job table;
 - ``watch``: the lease loop and the job loop of an open cluster object;
-- ``scheduler_link`` / ``schedd``: the two outside systems, with time limits;
+- ``wanted`` / ``waiting``: scale() and adapt() checked, wait_for_workers();
 - ``view``: repr, widget, job table, progress line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
-import math
-import numbers
-import time
 import uuid
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from dask.utils import parse_timedelta
-from dask_gateway import GatewayCluster, GatewayClusterError
-from dask_gateway.client import ClusterStatus
+from dask_gateway import GatewayClusterError
 
-from . import view
-from .compat import ClosingOnceGateway, trust_api_ca
-from .credentials_job import CredentialsJob
-from .errors import HTCondorError, SettingError
-from .jobs import FAILURES_BEFORE_PAUSE, JobId, JobSelector, JobTracker, WorkerJob, select_jobs
+from . import view, waiting, wanted
+from .compat import OwnGatewayCluster
+from .errors import HTCondorError
+from .jobs import JobTracker, WorkerJob
 from .naming import checked_cluster_name
 from .reconciler import Reconciler
-from .schedd import ScheddMember
+from .runtime import ClusterRuntime, gateway_state, start_runtime
 from .schedd_pool import ScheddPool
-from .scheduler_link import SchedulerLink
 from .settings import HTCondorSettings
-from .submit import credentials_job_description, worker_job_description
-from .targets import MIN_ADAPT_INTERVAL, AdaptTarget, ScaleTarget, Target, target_to_wire
-from .watch import Watcher, unreachable_workers_message
-
-# Seconds wait_for_workers() waits on a scheduler that does not answer
-# before it reports the cluster lost.
-SCHEDULER_SILENCE_LIMIT = 60.0
-# Seconds between wait_for_workers()'s progress lines when no look ends sooner.
-PROGRESS_PERIOD = 1.0
+from .spec import DEFAULT_GROUP, ClusterSpec, WorkerGroupSpec, gateway_id
+from .targets import AdaptTarget, ScaleTarget, Target, target_to_wire
+from .view import ShownWithJobs
+from .watch import Watcher
 
 logger = logging.getLogger(__name__)
 
 
-class HTCGatewayCluster(GatewayCluster):
+class HTCGatewayCluster(ShownWithJobs, OwnGatewayCluster):
     """A ``GatewayCluster`` that scales by submitting and removing HTCondor jobs.
 
     The gateway runs only the scheduler; each worker is an HTCondor job that
@@ -93,48 +82,6 @@ class HTCGatewayCluster(GatewayCluster):
         self._init_internal(name=cluster_name, shutdown_on_close=shutdown_on_close, **kwargs)
         return self
 
-    def _init_internal(
-        self,
-        address: str | None = None,
-        proxy_address: str | None = None,
-        public_address: str | None = None,
-        auth: Any = None,
-        cluster_options: Any = None,
-        cluster_kwargs: Mapping[str, Any] | None = None,
-        shutdown_on_close: bool | None = None,
-        asynchronous: bool = False,
-        loop: Any = None,
-        name: str | None = None,
-    ) -> None:
-        # GatewayCluster's own _init_internal builds a plain Gateway, and
-        # dask-gateway has no hook to choose its class. This cluster's
-        # gateway must close once and explain refusals (ClosingOnceGateway)
-        # and trust the API's CA before its first request, so the state
-        # GatewayCluster keeps is set here, with that gateway.
-        self.status = "starting" if name is not None else "created"
-        self.shutdown_on_close = shutdown_on_close
-        self._instances.add(self)
-        self.gateway = ClosingOnceGateway(
-            address=address, proxy_address=proxy_address, public_address=public_address,
-            auth=auth, asynchronous=asynchronous, loop=loop,
-        )  # fmt: skip
-        if self.htcondor_settings.api_ca:
-            trust_api_ca(self.gateway, self.htcondor_settings.api_ca)
-        self.scheduler_info: dict[str, Any] = {}
-        self.scheduler_comm = None
-        self._watch_worker_status_task = None
-        self._clients = weakref.WeakSet()
-        self._cluster_options = cluster_options
-        self._cluster_kwargs = dict(cluster_kwargs or {})
-        self._start_task = None
-        self._stop_task = None
-        self.name = name
-        self.scheduler_address = None
-        self.dashboard_link = None
-        self.security = None
-        if not self.asynchronous:
-            self.gateway.sync(self._start_internal)
-
     def _prepare(self, htcondor: Mapping[str, Any] | None) -> None:
         settings = HTCondorSettings.from_config(htcondor)
         self.htcondor_settings = settings
@@ -144,13 +91,9 @@ class HTCGatewayCluster(GatewayCluster):
         )  # fmt: skip
         # Identifies this object to the scheduler plugin (lease, applier).
         self._token = uuid.uuid4().hex
-        self._watcher: Watcher | None = None
-        self._reconciler: Reconciler | None = None
-        # The credentials job on each schedd this cluster submits to.
-        self._credentials: dict[str | None, CredentialsJob] = {}
-        self._preparing: asyncio.Future[None] | None = None
+        self._runtime: ClusterRuntime | None = None
 
-    # -- what the parts need of the cluster ----------------------------------
+    # -- what the parts are handed, once -----------------------------------
 
     @property
     def worker_scheduler_address(self) -> str:
@@ -171,154 +114,80 @@ class HTCGatewayCluster(GatewayCluster):
         return self.htcondor_settings.lease if self.shutdown_on_close else 0
 
     @property
-    def _job_lease(self) -> int:
-        """Seconds the idle jobs' lease at the schedd runs ahead; 0: they have none.
-
-        This object's client lease while it holds one; otherwise (a cluster
-        that outlives its clients) ``detached-lease``, so that the queued
-        jobs and the credentials in the spool of a cluster nobody watches
-        leave the queue in bounded time.
-        """
-        return self._lease or self.htcondor_settings.detached_lease
-
-    @property
     def user(self) -> str:
         """The gateway user the jobs are marked with."""
         return self.gateway.user
 
-    @property
-    def _tracker(self) -> JobTracker | None:
-        return None if self._reconciler is None else self._reconciler.tracker
-
-    async def _selector(self) -> JobSelector:
-        """This cluster's jobs, of this user (as the schedd knows them) and gateway."""
-        return await select_jobs(self.schedd, self.gateway_id, self.name, self.user)
-
-    def _credentials_job_description(self, files: Any) -> dict[str, str]:
-        return credentials_job_description(
-            self.htcondor_settings, self.name, files,
-            user=self.user, gateway_id=self.gateway_id, lease=self._job_lease or None,
+    def _spec(self) -> ClusterSpec:
+        assert self.name is not None
+        settings = self.htcondor_settings
+        return ClusterSpec(
+            name=self.name, user=self.user, gateway_id=self.gateway_id,
+            scheduler_address=self.worker_scheduler_address,
+            # While this object holds the client lease, the idle jobs' lease
+            # follows it; otherwise (a cluster that outlives its clients)
+            # detached-lease bounds how long the queued jobs and the
+            # credentials in the spool of a cluster nobody watches stay.
+            job_lease=self._lease or settings.detached_lease, settings=settings,
         )  # fmt: skip
 
-    def _credentials_on(self, schedd: ScheddMember) -> CredentialsJob:
-        credentials = self._credentials.get(schedd.name)
-        if credentials is None:
-            credentials = CredentialsJob(schedd, self._selector, self._credentials_job_description)
-            self._credentials[schedd.name] = credentials
-        if self.security is not None:
-            credentials.tls = (self.security.tls_cert, self.security.tls_key)
-        return credentials
+    # Read by tests and the soak to look inside a running cluster object.
+    @property
+    def _watcher(self) -> Watcher | None:
+        return None if self._runtime is None else self._runtime.watcher
 
-    async def _prepare_credentials(self) -> None:
-        # Spooled on the schedd the first scale() most likely picks, while
-        # the caller gets to it (the files are in place ~10 ms later).
-        with contextlib.suppress(HTCondorError):
-            self._credentials_on((await self.schedd.submit_order())[0]).prepare()
+    @property
+    def _reconciler(self) -> Reconciler | None:
+        return None if self._runtime is None else self._runtime.reconciler
 
-    async def _submit_workers(self, count: int) -> list[JobId]:
-        if self.security is None:
-            raise HTCondorError(f"Cluster {self.name} is not running; cannot add workers")
-
-        async def describe(schedd: ScheddMember) -> dict[str, str]:
-            return worker_job_description(
-                self.htcondor_settings, self.name, self.worker_scheduler_address,
-                await self._credentials_on(schedd).directory(),
-                user=self.user, gateway_id=self.gateway_id, lease=self._job_lease or None,
-                schedd=schedd.name,
-            )  # fmt: skip
-
-        job_ids = await self.schedd.submit(describe, count)
-        logger.info("Submitted %d worker jobs for %s: %s", count, self.name, job_ids)
-        return job_ids
-
-    async def _settle_credentials(self) -> None:
-        """Let credentials jobs on their way be queued, so that removals find them."""
-        if self._preparing is not None:
-            with contextlib.suppress(HTCondorError):
-                await self._preparing
-        for credentials in self._credentials.values():
-            await credentials.settle()
-
-    async def _gateway_state(self) -> str | None:
-        # The scheduler is unreachable: does the gateway still run the cluster?
-        # (Shut down by another client, its lease lapsed, the gateway's idle
-        # timeout, its pod deleted.) The watcher decides when the answers
-        # prove it gone (GoneEvidence).
-        try:
-            report = await self.gateway._cluster_report(self.name)
-        except ValueError:  # 404: the gateway, or a proxy not yet routing to it
-            return "gone"
-        if report.status in (ClusterStatus.PENDING, ClusterStatus.RUNNING):
-            return None
-        return report.status.name
-
-    async def _remove_remaining_jobs(self, reason: str) -> None:
-        try:
-            await self._remove_all_jobs(f"cluster {self.name} {reason}")
-        except HTCondorError:
-            # Gone all the same; its workers exit without their scheduler and
-            # the jobs' lease removes those that never started.
-            logger.exception("Could not remove the remaining jobs of %s", self.name)
-
-    async def _remove_all_jobs(self, reason: str) -> None:
-        """Remove the cluster's worker jobs and its credentials job."""
-        if self.name is None:
-            return
-        await self._settle_credentials()
-        await self.schedd.remove((await self._selector()).every_job_constraint(), reason)
+    @property
+    def _tracker(self) -> JobTracker | None:
+        return None if self._runtime is None else self._runtime.tracker
 
     # -- starting and stopping -------------------------------------------
 
     async def _start_async(self) -> None:
         new = self.status == "created"
         await super()._start_async()
-        if self.status != "running" or self._watcher is not None:
+        if self.status != "running" or self._runtime is not None:
             return
-        if new and self.security is not None:
-            self._preparing = asyncio.ensure_future(self._prepare_credentials())
-        settings = self.htcondor_settings
-        link = SchedulerLink(self.scheduler_comm)
-        tracker = JobTracker(self.schedd, self.gateway_id, self.name, user=self.user)
-        self._reconciler = Reconciler(tracker, link, self._submit_workers, self._token)
-        watcher = Watcher(
-            self.name, self._token, link, self._reconciler, self._lease,
-            settings.watch_interval, self._gateway_state, self._remove_remaining_jobs,
-            self._refresh_widget, job_lease=self._job_lease,
+        spec = self._spec()
+        security = self.security
+        self._runtime = await start_runtime(
+            spec, WorkerGroupSpec(DEFAULT_GROUP, spec.settings), self.schedd,
+            tls=None if security is None else (security.tls_cert, security.tls_key),
+            scheduler_comm=self.scheduler_comm, token=self._token, lease=self._lease,
+            new=new and security is not None,
+            state=functools.partial(gateway_state, self.gateway, self.name),
+            on_change=self._refresh_widget,
         )  # fmt: skip
-        try:
-            reply = await watcher.renew()
-        except (ValueError, TypeError) as exc:  # the scheduler has no such handler
-            reply = {"error": str(exc)}
-        # Every reply of the plugin names the applier; a scheduler without
-        # the plugin answers nothing (or an error), and would retire every
-        # HTCondor worker seconds after it joins.
-        if "controller" not in reply:
-            raise GatewayClusterError(
-                f"The scheduler of {self.name} does not load htcdaskgateway.scheduler_plugin; "
-                f"the gateway's scheduler_cmd must preload it (its reply: {reply or 'none'})"
-            )
-        self._watcher = watcher
-        watcher.start()
 
     async def _stop_internal(self, shutdown: bool | None = None) -> None:
         if shutdown is None:
             shutdown = self.shutdown_on_close
         if shutdown and self.name is not None:
             await self._close_others_here("shut down by another object of this process")
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            await watcher.stop()
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            await runtime.watcher.stop()
         if shutdown and self.name is not None:
             try:
-                await self._remove_all_jobs(f"cluster {self.name} shut down")
+                workers = runtime.workers if runtime is not None else self._detached_workers()
+                await workers.remove_all(f"cluster {self.name} shut down")
             except HTCondorError:
                 # The workers still exit on their own once the scheduler is
                 # gone (death timeout); stopping the cluster matters more.
                 logger.exception("Could not remove the worker jobs of %s", self.name)
-        elif watcher is not None and watcher.stopped_reason is None:
-            await self._settle_credentials()
-            await watcher.release(self.htcondor_settings.detached_lease)
+        elif runtime is not None and runtime.watcher.stopped_reason is None:
+            await runtime.workers.settle()
+            await runtime.watcher.release(self.htcondor_settings.detached_lease)
         await super()._stop_internal(shutdown=shutdown)
+
+    def _detached_workers(self) -> Any:
+        """The workers of a cluster this object never watched (stopped before it ran)."""
+        from .workers import HTCondorWorkers
+
+        return HTCondorWorkers(self._spec(), self.schedd, tls=None)
 
     async def _close_others_here(self, reason: str) -> None:
         """Close this process's other open objects of this cluster: it is going away.
@@ -357,11 +226,8 @@ class HTCGatewayCluster(GatewayCluster):
         the workers whose loss costs least through the scheduler (their
         data moves) and only then removes their jobs.
         """
-        return self.gateway.sync(self._set_target, self.scale_target(n, "scale()"), **kwargs)
-
-    def scale_target(self, n: object, what: str) -> ScaleTarget:
-        """The target ``scale(n)`` sets, checked against ``max-jobs``, which it carries."""
-        return ScaleTarget(self._job_count(n, what), cap=self.htcondor_settings.max_jobs)
+        target = wanted.scale_target(n, "scale()", self.htcondor_settings.max_jobs)
+        return self.gateway.sync(self._set_target, target, **kwargs)
 
     def adapt(
         self,
@@ -399,57 +265,31 @@ class HTCGatewayCluster(GatewayCluster):
         target_duration: str | float = "5s",
     ) -> AdaptTarget:
         """The adaptive policy ``adapt()`` would set, checked but not set."""
-        max_jobs = self.htcondor_settings.max_jobs
-        low = 0 if minimum is None else self._job_count(minimum, "adapt(minimum=...)")
-        high = max_jobs if maximum is None else self._job_count(maximum, "adapt(maximum=...)")
-        if high < low:
-            raise SettingError(f"adapt() needs minimum <= maximum, got {low} > {high}")
-        if isinstance(wait_count, bool) or not isinstance(wait_count, int) or wait_count < 1:
-            raise SettingError(
-                f"adapt(wait_count=...) takes a whole number >= 1, got {wait_count!r}"
-            )
-        every = _seconds(interval, "adapt(interval=...)")
-        if every < MIN_ADAPT_INTERVAL:
-            # Each interval is a look at the scheduler and the schedd.
-            raise SettingError(
-                f"adapt(interval=...) takes at least {MIN_ADAPT_INTERVAL:g} s, got {interval!r}"
-            )
-        duration = _seconds(target_duration, "adapt(target_duration=...)")
-        if duration <= 0:
-            # The scheduler divides its load by it.
-            raise SettingError(
-                f"adapt(target_duration=...) takes more than 0 s, got {target_duration!r}"
-            )
-        return AdaptTarget(
-            minimum=low, maximum=high, interval=every, wait_count=wait_count,
-            target_duration=duration,
+        return wanted.adapt_target(
+            minimum, maximum, interval=interval, wait_count=wait_count,
+            target_duration=target_duration, max_jobs=self.htcondor_settings.max_jobs,
         )  # fmt: skip
 
-    def _job_count(self, n: object, what: str) -> int:
-        n = _worker_count(n, what)
-        max_jobs = self.htcondor_settings.max_jobs
-        if n > max_jobs:
-            raise SettingError(
-                f"{what} asks for {n} worker jobs; gateway.htcondor.max-jobs allows {max_jobs} "
-                "per cluster (raise it in your dask config if the pool can take more)"
-            )
-        return n
+    def scale_target(self, n: object, what: str) -> ScaleTarget:
+        """The target ``scale(n)`` sets, checked against ``max-jobs``, which it carries."""
+        return wanted.scale_target(n, what, self.htcondor_settings.max_jobs)
 
     async def _set_target(self, target: Target | None) -> None:
-        if self._watcher is not None and self._watcher.stopped_reason is not None:
+        runtime = self._runtime
+        if runtime is None:
+            raise GatewayClusterError(f"Cluster {self.name} is not running; it cannot be scaled")
+        watcher = runtime.watcher
+        if watcher.stopped_reason is not None:
             raise GatewayClusterError(
-                f"Cluster {self.name} was {self._watcher.stopped_reason}; it cannot be scaled "
+                f"Cluster {self.name} was {watcher.stopped_reason}; it cannot be scaled "
                 "(start a new cluster)"
             )
-        if self._watcher is None or self._reconciler is None:
-            raise GatewayClusterError(f"Cluster {self.name} is not running; it cannot be scaled")
-        watcher = self._watcher
         reply = await watcher.link.set_target(
             self._token, target_to_wire(target), watcher.apply_ttl
         )
         watcher.follow(reply)
         if target is not None:
-            await self._reconciler.step(raise_errors=True)
+            await runtime.reconciler.step(raise_errors=True)
         watcher.wake()
 
     # -- looking at the jobs -------------------------------------------------
@@ -467,52 +307,6 @@ class HTCGatewayCluster(GatewayCluster):
         """The cluster's jobs as last seen: id, state and why it is idle or held."""
         return [] if self._tracker is None else view.job_rows(self._tracker)
 
-    def _failure_message(self) -> str | None:
-        tracker = self._tracker
-        if tracker is None or not tracker.failures_in_a_row or not tracker.failures:
-            return None
-        last = tracker.failures[-1]
-        return view.failure_message(
-            last, last.job_id in tracker.joined, self.worker_scheduler_address,
-            self.htcondor_settings.worker.death_timeout,
-        )  # fmt: skip
-
-    def __repr__(self) -> str:
-        if self._tracker is None:
-            return f"HTCGatewayCluster<{self.name}, status={self.status}>"
-        return view.short_repr(self.name, self.status, self._tracker)
-
-    def _jobs_html(self) -> str:
-        if self._reconciler is None:
-            return ""
-        return view.jobs_html(self._reconciler.tracker, self._reconciler, self._failure_message())
-
-    def _widget_status(self) -> str:
-        return (super()._widget_status() or "") + self._jobs_html()
-
-    def _repr_html_(self) -> str:
-        return super()._repr_html_() + self._jobs_html()
-
-    def _ipython_display_(self, **kwargs: Any) -> None:
-        # dask-gateway shows only the widget when ipywidgets is installed;
-        # a notebook saved, rendered or viewed without the widget manager
-        # (nbconvert, GitHub, a kernel restarted) then shows "VBox(...)".
-        # The same bundle also carries the HTML, job table included.
-        widget = self._widget()
-        if widget is None:
-            super()._ipython_display_(**kwargs)
-            return
-        from IPython.display import display
-
-        bundle = dict(widget._repr_mimebundle_(**kwargs) or {})
-        bundle.setdefault("text/html", self._repr_html_())
-        display(bundle, raw=True)
-
-    def _refresh_widget(self) -> None:
-        widget = getattr(self, "_status_widget", None)
-        if widget is not None:
-            widget.value = self._widget_status()
-
     def wait_for_workers(self, n: int, timeout: float | None = None) -> Any:
         """Wait until ``n`` workers have joined, showing the jobs' progress.
 
@@ -524,107 +318,12 @@ class HTCGatewayCluster(GatewayCluster):
         seconds. While the schedd cannot be reached it keeps waiting (a
         restarting schedd comes back) and shows why.
         """
-        n = _worker_count(n, "wait_for_workers()")
+        n = wanted.worker_count(n, "wait_for_workers()")
         if timeout is not None:
-            timeout = _seconds(timeout, "wait_for_workers(timeout=...)")
+            timeout = wanted.seconds(timeout, "wait_for_workers(timeout=...)")
         return self.gateway.sync(self._wait_for_workers, n, timeout)
 
     async def _wait_for_workers(self, n: int, timeout: float | None) -> None:
-        watcher, reconciler = self._watcher, self._reconciler
-        if self.scheduler_comm is None or watcher is None or reconciler is None:
+        if self.scheduler_comm is None or self._runtime is None:
             raise GatewayClusterError(f"Cluster {self.name} is not running; no workers can join")
-        tracker = reconciler.tracker
-        deadline = None if timeout is None else time.monotonic() + timeout
-        progress = view.Progress(f"{self.name}: waiting for {n} workers")
-        # What the watcher's job loop sees, read after each of its looks: the
-        # waiter asks neither the schedd nor the scheduler itself.
-        async with watcher.hurried():
-            try:
-                # A look that began after the call, so a scale() just made is seen.
-                limit = None if deadline is None else max(deadline - time.monotonic(), 0)
-                await watcher.fresh_look(limit)
-                while True:
-                    joined, state, jobs = self._what_the_watcher_saw(watcher, reconciler)
-                    failure = self._failure_message()
-                    failures = tracker.failures_in_a_row
-                    if failures:
-                        state += (
-                            f"; {failures} ended without serving "
-                            f"({tracker.failures[-1].describe()})"
-                        )
-                    progress.show(f"{joined}/{n} workers; {state}")
-                    if watcher.unreachable:
-                        raise GatewayClusterError(
-                            unreachable_workers_message(self.name, watcher.unreachable)
-                        )
-                    if joined >= n:
-                        return
-                    held = [job for job in jobs if job.is_stuck]
-                    if held:
-                        raise HTCondorError(
-                            f"{len(held)} worker job(s) of {self.name} are held and will not "
-                            f"start; job {held[0].job_id}: {held[0].hold_reason}"
-                        )
-                    if failure and failures >= min(n, FAILURES_BEFORE_PAUSE):
-                        raise HTCondorError(
-                            f"{failures} worker job(s) of {self.name} in a row ended without "
-                            f"serving; {failure}"
-                        )
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise TimeoutError(
-                            f"{joined} of {n} workers joined {self.name} in {timeout} s; {state}"
-                        )
-                    await watcher.next_look(timeout=PROGRESS_PERIOD)
-            finally:
-                progress.done()
-
-    def _what_the_watcher_saw(
-        self, watcher: Watcher, reconciler: Reconciler
-    ) -> tuple[int, str, list[WorkerJob]]:
-        """Joined workers, a summary of the jobs, and the active jobs, as last seen."""
-        joined = len(reconciler.connected)
-        error = watcher.round_error
-        silent = watcher.scheduler_silence()
-        if silent is not None:
-            # A scheduler on a crowded host can answer late; only one that
-            # stays silent is lost.
-            if silent > SCHEDULER_SILENCE_LIMIT:
-                raise GatewayClusterError(
-                    f"The scheduler of {self.name} has not answered for {silent:.0f} s"
-                )
-            return joined, f"the scheduler has not answered for {silent:.0f} s", []
-        if isinstance(error, HTCondorError):
-            # The schedd may come back before the timeout (a restart): keep
-            # waiting, and say why nothing moves.
-            return joined, f"HTCondor unavailable: {error}", []
-        return joined, view.jobs_summary(reconciler.tracker, reconciler), reconciler.tracker.table
-
-
-def gateway_id(settings: HTCondorSettings, address: str) -> str:
-    """The configured ``gateway-id``, or the gateway's address."""
-    return settings.gateway_id or address.rstrip("/")
-
-
-def _worker_count(n: object, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise SettingError(
-            f"{what} takes a whole number of workers, got {n!r} ({type(n).__name__})"
-        )
-    if n < 0:
-        raise SettingError(f"{what} takes a number of workers >= 0, got {n}")
-    return int(n)
-
-
-def _seconds(value: object, what: str) -> float:
-    try:
-        seconds = parse_timedelta(value)  # type: ignore[arg-type]
-    except (ValueError, TypeError, KeyError):
-        seconds = None
-    if (
-        isinstance(value, bool)
-        or not isinstance(seconds, numbers.Real)
-        or not math.isfinite(seconds)
-        or seconds < 0
-    ):
-        raise SettingError(f"{what} takes a duration in seconds (or '3s'), got {value!r}")
-    return float(seconds)
+        await waiting.wait_for_workers(self._runtime, n, timeout)

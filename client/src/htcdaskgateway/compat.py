@@ -8,10 +8,12 @@ import logging
 import os
 import ssl
 import time
+import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-from dask_gateway import Gateway
+from dask_gateway import Gateway, GatewayCluster
 from dask_gateway.client import GatewayServerError
 
 from .errors import GatewayAccessError
@@ -118,3 +120,57 @@ class ClosingOnceGateway(Gateway):
                     "the cluster belongs to another user, or you may not do this"
                 ) from None
             raise
+
+
+class OwnGatewayCluster(GatewayCluster):
+    """A ``GatewayCluster`` whose gateway is a ``ClosingOnceGateway`` trusting the API's CA.
+
+    ``GatewayCluster._init_internal`` builds a plain ``Gateway``, and
+    dask-gateway has no hook to choose its class: this is the one place its
+    state is set with that gateway instead. Subclasses set
+    ``htcondor_settings`` before calling it.
+    """
+
+    htcondor_settings: Any
+
+    def _init_internal(
+        self,
+        address: str | None = None,
+        proxy_address: str | None = None,
+        public_address: str | None = None,
+        auth: Any = None,
+        cluster_options: Any = None,
+        cluster_kwargs: Mapping[str, Any] | None = None,
+        shutdown_on_close: bool | None = None,
+        asynchronous: bool = False,
+        loop: Any = None,
+        name: str | None = None,
+    ) -> None:
+        # GatewayCluster's own _init_internal builds a plain Gateway, and
+        # dask-gateway has no hook to choose its class. This cluster's
+        # gateway must close once and explain refusals (ClosingOnceGateway)
+        # and trust the API's CA before its first request, so the state
+        # GatewayCluster keeps is set here, with that gateway.
+        self.status = "starting" if name is not None else "created"
+        self.shutdown_on_close = shutdown_on_close
+        self._instances.add(self)
+        self.gateway = ClosingOnceGateway(
+            address=address, proxy_address=proxy_address, public_address=public_address,
+            auth=auth, asynchronous=asynchronous, loop=loop,
+        )  # fmt: skip
+        if self.htcondor_settings.api_ca:
+            trust_api_ca(self.gateway, self.htcondor_settings.api_ca)
+        self.scheduler_info: dict[str, Any] = {}
+        self.scheduler_comm = None
+        self._watch_worker_status_task = None
+        self._clients = weakref.WeakSet()
+        self._cluster_options = cluster_options
+        self._cluster_kwargs = dict(cluster_kwargs or {})
+        self._start_task = None
+        self._stop_task = None
+        self.name = name
+        self.scheduler_address = None
+        self.dashboard_link = None
+        self.security = None
+        if not self.asynchronous:
+            self.gateway.sync(self._start_internal)

@@ -37,7 +37,7 @@ from .schedd import Schedd
 logger = logging.getLogger(__name__)
 
 
-class CredentialsJob:
+class CredentialsSpool:
     """Finds or makes the job whose spool holds a cluster's credentials; one per cluster object.
 
     ``describe(files)`` gives the job's submit description for the staged

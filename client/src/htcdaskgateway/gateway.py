@@ -12,12 +12,13 @@ from typing import Any
 import dask.config
 from dask_gateway.client import ClusterReport
 
-from .cluster import HTCGatewayCluster, gateway_id
+from .cluster import HTCGatewayCluster
 from .compat import ClosingOnceGateway, trust_api_ca
 from .config import environment_overrides
 from .jobs import JobSelector, WorkerJob, count_by_status, select_jobs
 from .schedd_pool import ScheddPool
 from .settings import HTCondorSettings
+from .spec import gateway_id
 
 logger = logging.getLogger(__name__)
 

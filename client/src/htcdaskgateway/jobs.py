@@ -138,7 +138,7 @@ class WorkerJob:
 
 
 @dataclass(frozen=True)
-class CredentialsJob:
+class QueuedCredentials:
     """The job whose spool holds a cluster's credentials (``credentials_job``)."""
 
     job_id: JobId
@@ -348,12 +348,21 @@ class JobTracker:
     def reset_failures(self) -> None:
         self.failures_in_a_row = 0
 
-    def submitted(self, job_ids: Iterable[JobId]) -> None:
+    def started(self, job_ids: Iterable[JobId]) -> None:
+        """Jobs just queued: counted at once, so a step right after does not queue them again."""
+        job_ids = list(job_ids)
         # Watched from now on, so a job that fails before the next look is noticed.
         self._last_seen.update(dict.fromkeys(job_ids, self._clock.time()))
+        self.table = [*self.table, *(WorkerJob(job_id, JobStatus.IDLE) for job_id in job_ids)]
 
-    def removing(self, job_ids: Iterable[JobId]) -> None:
+    def stopping(self, job_ids: Iterable[JobId]) -> None:
+        """Jobs about to be removed by this client: their end is no failure."""
         self._removed_here.update(job_ids)
+
+    def stopped(self, job_ids: Iterable[JobId]) -> None:
+        """Jobs removed: no longer counted."""
+        gone = set(job_ids)
+        self.table = [job for job in self.table if job.job_id not in gone]
 
     def saw_workers(self, job_ids: Iterable[JobId]) -> None:
         """The jobs whose workers are in the scheduler now."""

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .adaptive import HTCondorAdaptive
 from .errors import HTCondorError
-from .jobs import JobId, JobStatus, JobTracker, WorkerJob, removal_order
+from .jobs import JobId, JobTracker, WorkerJob, removal_order
 from .scheduler_link import SchedulerLink
 from .targets import AdaptTarget, ScaleTarget, Target, TargetFormatError, target_from_wire
 
@@ -30,11 +29,19 @@ BACKOFF_FIRST = 5.0
 BACKOFF_MAX = 300.0
 
 
+class Workers(Protocol):
+    """What a reconciler starts and stops: one group's workers (``workers.GroupWorkers``)."""
+
+    async def start(self, count: int) -> list[JobId]: ...
+
+    async def stop(self, job_ids: list[JobId], reason: str) -> None: ...
+
+
 class Reconciler:
     """Compares a cluster's target with its jobs and acts; one per cluster object.
 
-    ``submit(count)`` queues that many worker jobs and returns their ids
-    (the cluster builds the description: credentials, lease). Only one
+    ``workers`` starts (queues) and stops (removes) its group's worker
+    jobs; the tracker records what is seen and done. Only one
     step runs at a time; ``step()`` is called by the watcher and by
     ``scale()``/``adapt()`` directly, so a new target takes effect at once.
 
@@ -49,13 +56,13 @@ class Reconciler:
         self,
         tracker: JobTracker,
         scheduler: SchedulerLink,
-        submit: Callable[[int], Awaitable[list[JobId]]],
+        workers: Workers,
         token: str | None = None,
         clock: Any = time,
     ) -> None:
         self.tracker = tracker
         self.scheduler = scheduler
-        self._submit = submit
+        self.workers = workers
         self.token = token
         self._clock = clock
         self.target: Target | None = None
@@ -156,7 +163,7 @@ class Reconciler:
         if self.retry_in > 0 and not raise_errors:
             return
         try:
-            job_ids = await self._submit(count)
+            job_ids = await self.workers.start(count)
         except HTCondorError as exc:
             self.submit_failures += 1
             delay = min(BACKOFF_FIRST * 2 ** (self.submit_failures - 1), BACKOFF_MAX)
@@ -168,9 +175,7 @@ class Reconciler:
                 raise
             return
         self.submit_failures, self.submit_error, self.retry_at = 0, None, 0.0
-        self.tracker.submitted(job_ids)
-        # Counted at once: a step right after must not submit them again.
-        self.tracker.table = [*self.tracker.table, *(WorkerJob(j, JobStatus.IDLE) for j in job_ids)]
+        self.tracker.started(job_ids)
 
     async def _choose_removals(self, active: list[WorkerJob], count: int) -> list[JobId]:
         # Jobs whose worker has not joined hold no data: they go first.
@@ -192,7 +197,6 @@ class Reconciler:
         joined = [job_id for job_id in job_ids if job_id in self.tracker.joined]
         if joined:
             await self.scheduler.retire(joined)
-        self.tracker.removing(job_ids)
-        await self.tracker.schedd.remove(list(job_ids), reason)
-        gone = set(job_ids)
-        self.tracker.table = [job for job in self.tracker.table if job.job_id not in gone]
+        self.tracker.stopping(job_ids)
+        await self.workers.stop(list(job_ids), reason)
+        self.tracker.stopped(job_ids)

@@ -18,7 +18,7 @@ from . import condor_calls
 from .condor_calls import CondorCallError
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
 from .helper_process import HelperProcess
-from .jobs import CredentialsJob, EndedJob, JobId, JobStatus, WorkerJob, input_directory
+from .jobs import EndedJob, JobId, JobStatus, QueuedCredentials, WorkerJob, input_directory
 from .naming import CLUSTER_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE
 
 _PROJECTION = [
@@ -39,7 +39,7 @@ class Schedd(Protocol):
         self, description: Mapping[str, str], count: int, spool: bool = False
     ) -> list[JobId]: ...
     async def jobs(self, constraint: str) -> list[WorkerJob]: ...
-    async def credentials_jobs(self, constraint: str) -> list[CredentialsJob]: ...
+    async def credentials_jobs(self, constraint: str) -> list[QueuedCredentials]: ...
     async def ended(self, job_ids: list[JobId], not_before: int) -> list[EndedJob]: ...
     async def history(
         self, constraint: str, not_before: int, limit: int = -1
@@ -144,12 +144,12 @@ class ScheddClient:
         cluster, first, procs = await self._call("submit", dict(description), count, spool)
         return [JobId.of(cluster, first + i, self.name) for i in range(procs)]
 
-    async def credentials_jobs(self, constraint: str) -> list[CredentialsJob]:
+    async def credentials_jobs(self, constraint: str) -> list[QueuedCredentials]:
         """Credentials jobs matching ``constraint``, with their spool directories."""
         ads = await self._call("query", constraint, ["ClusterId", "ProcId", "JobStatus", "Iwd"])
         ads.sort(key=lambda ad: (ad["ClusterId"], ad["ProcId"]))
         return [
-            CredentialsJob(
+            QueuedCredentials(
                 JobId.of(ad["ClusterId"], ad["ProcId"], self.name),
                 JobStatus(ad["JobStatus"]),
                 str(ad["Iwd"]),

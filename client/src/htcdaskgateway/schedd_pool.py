@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
-from .jobs import CredentialsJob, EndedJob, JobId, WorkerJob
+from .jobs import EndedJob, JobId, QueuedCredentials, WorkerJob
 from .schedd import ScheddClient, ScheddMember
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class ScheddPool:
                 jobs += result
         return sorted(jobs, key=lambda job: job.job_id.sort_key)
 
-    async def credentials_jobs(self, constraint: str) -> list[CredentialsJob]:
+    async def credentials_jobs(self, constraint: str) -> list[QueuedCredentials]:
         results = await self._each(lambda m: m.credentials_jobs(constraint))
         self._raise_if_all_failed(results, "be asked for the credentials jobs")
         return [job for result in results if isinstance(result, list) for job in result]

@@ -251,9 +251,11 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         return now - self._attended_at
 
     def _state(self) -> dict[str, Any]:
-        # "controller" names the applier; every reply carries it, which is
-        # how a client tells this plugin is loaded.
-        state = {"controller": self.applier, "target": self.target, "generation": self.generation}
+        # "applier" names the client applying the target; every reply
+        # carries it, which is how a client tells this plugin is loaded.
+        # "controller", its name in 2026.12.0, is kept for those clients.
+        state = {"applier": self.applier, "controller": self.applier, "target": self.target,
+                 "generation": self.generation}  # fmt: skip
         if self.unreachable:
             state["unreachable"] = dict(self.unreachable)
         return state

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import sys
+from typing import Any
 
 from .jobs import EndedJob, JobStatus, JobTracker, count_by_status
 from .reconciler import Reconciler
@@ -122,3 +123,52 @@ class Progress:
     def done(self) -> None:
         if self.interactive and self.last:
             sys.stderr.write("\n")
+
+
+class ShownWithJobs:
+    """repr, HTML and widget of a cluster object, with its job table (a ``GatewayCluster`` mixin).
+
+    Reads the running cluster's parts (``_runtime``); asks nothing itself.
+    """
+
+    name: str | None
+    status: str
+    _runtime: Any
+    _widget: Any
+
+    def __repr__(self) -> str:
+        if self._runtime is None:
+            return f"HTCGatewayCluster<{self.name}, status={self.status}>"
+        return short_repr(self.name, self.status, self._runtime.tracker)
+
+    def _jobs_html(self) -> str:
+        runtime = self._runtime
+        if runtime is None:
+            return ""
+        return jobs_html(runtime.tracker, runtime.reconciler, runtime.failure_message())
+
+    def _widget_status(self) -> str:
+        return (super()._widget_status() or "") + self._jobs_html()
+
+    def _repr_html_(self) -> str:
+        return super()._repr_html_() + self._jobs_html()
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        # dask-gateway shows only the widget when ipywidgets is installed;
+        # a notebook saved, rendered or viewed without the widget manager
+        # (nbconvert, GitHub, a kernel restarted) then shows "VBox(...)".
+        # The same bundle also carries the HTML, job table included.
+        widget = self._widget()
+        if widget is None:
+            super()._ipython_display_(**kwargs)
+            return
+        from IPython.display import display
+
+        bundle = dict(widget._repr_mimebundle_(**kwargs) or {})
+        bundle.setdefault("text/html", self._repr_html_())
+        display(bundle, raw=True)
+
+    def _refresh_widget(self) -> None:
+        widget = getattr(self, "_status_widget", None)
+        if widget is not None:
+            widget.value = self._widget_status()

@@ -192,7 +192,8 @@ class Watcher:
 
     def follow(self, reply: dict[str, Any]) -> None:
         """Take the scheduler's view: the target, who applies it, which workers it cannot reach."""
-        self.is_applier = reply.get("controller") == self.token
+        # "controller": the applier's name in the plugin of 2026.12.0.
+        self.is_applier = reply.get("applier", reply.get("controller")) == self.token
         unreachable = dict(reply.get("unreachable") or {})
         if set(unreachable) - set(self.unreachable):
             logger.warning("%s", unreachable_workers_message(self.name, unreachable))

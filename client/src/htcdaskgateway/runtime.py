@@ -1,0 +1,124 @@
+"""The parts of one open, running cluster, built once by ``start_runtime``.
+
+The cluster object hands down a ``ClusterSpec`` and a ``WorkerGroupSpec``;
+this module builds the HTCondor workers (``workers``), the job tracker and
+the reconciler of the group, and the watcher that keeps them current, and
+checks that the scheduler loads the plugin. None of them holds the
+cluster object: what they need of the gateway is ``gateway_state``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dask_gateway import GatewayClusterError
+from dask_gateway.client import ClusterStatus
+
+from . import view
+from .errors import HTCondorError
+from .jobs import JobTracker
+from .reconciler import Reconciler
+from .schedd_pool import ScheddPool
+from .scheduler_link import SchedulerLink
+from .spec import ClusterSpec, WorkerGroupSpec
+from .watch import Watcher
+from .workers import GroupWorkers, HTCondorWorkers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterRuntime:
+    """One running cluster's workers, their reconciler and the watcher that keeps them."""
+
+    spec: ClusterSpec
+    workers: HTCondorWorkers
+    reconciler: Reconciler
+    watcher: Watcher
+
+    @property
+    def tracker(self) -> JobTracker:
+        return self.reconciler.tracker
+
+    def failure_message(self) -> str | None:
+        """What the last jobs that ended without serving say, if they keep doing so."""
+        tracker = self.tracker
+        if not tracker.failures_in_a_row or not tracker.failures:
+            return None
+        last = tracker.failures[-1]
+        return view.failure_message(
+            last, last.job_id in tracker.joined, self.spec.scheduler_address,
+            self.spec.settings.worker.death_timeout,
+        )  # fmt: skip
+
+
+async def gateway_state(gateway: Any, name: str) -> str | None:
+    """What the gateway reports of cluster ``name``: None while it runs or starts.
+
+    Asked when the scheduler does not answer (shut down by another client,
+    its lease lapsed, the gateway's idle timeout, its pod deleted); the
+    watcher decides when the answers prove it gone (``GoneEvidence``).
+    """
+    try:
+        report = await gateway._cluster_report(name)
+    except ValueError:  # 404: the gateway, or a proxy not yet routing to it
+        return "gone"
+    if report.status in (ClusterStatus.PENDING, ClusterStatus.RUNNING):
+        return None
+    return str(report.status.name)
+
+
+async def start_runtime(
+    spec: ClusterSpec,
+    group: WorkerGroupSpec,
+    schedd: ScheddPool,
+    *,
+    tls: tuple[str, str] | None,
+    scheduler_comm: Any,
+    token: str,
+    lease: int,
+    new: bool,
+    state: Callable[[], Awaitable[str | None]],
+    on_change: Callable[[], None],
+) -> ClusterRuntime:
+    """Build the parts of a running cluster and start watching it.
+
+    ``lease`` is the client lease this object holds (0: none), ``new``
+    whether the cluster was just made (its credentials are spooled at once).
+    """
+    workers = HTCondorWorkers(spec, schedd, tls)
+    if new:
+        workers.prepare()
+    link = SchedulerLink(scheduler_comm)
+    tracker = JobTracker(schedd, spec.gateway_id, spec.name, user=spec.user)
+    reconciler = Reconciler(tracker, link, GroupWorkers(workers, group), token)
+
+    async def remove_remaining(reason: str) -> None:
+        try:
+            await workers.remove_all(f"cluster {spec.name} {reason}")
+        except HTCondorError:
+            # Gone all the same; its workers exit without their scheduler and
+            # the jobs' lease removes those that never started.
+            logger.exception("Could not remove the remaining jobs of %s", spec.name)
+
+    watcher = Watcher(
+        spec.name, token, link, reconciler, lease, spec.settings.watch_interval,
+        state, remove_remaining, on_change, job_lease=spec.job_lease,
+    )  # fmt: skip
+    try:
+        reply = await watcher.renew()
+    except (ValueError, TypeError) as exc:  # the scheduler has no such handler
+        reply = {"error": str(exc)}
+    # Every reply of the plugin names the applier; a scheduler without the
+    # plugin answers nothing (or an error), and would retire every HTCondor
+    # worker seconds after it joins.
+    if "applier" not in reply and "controller" not in reply:
+        raise GatewayClusterError(
+            f"The scheduler of {spec.name} does not load htcdaskgateway.scheduler_plugin; "
+            f"the gateway's scheduler_cmd must preload it (its reply: {reply or 'none'})"
+        )
+    watcher.start()
+    return ClusterRuntime(spec, workers, reconciler, watcher)
