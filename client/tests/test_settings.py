@@ -230,3 +230,42 @@ def test_adapt_refuses_a_wait_count_that_is_not_a_whole_number_from_1(wait_count
 def test_adapt_takes_the_minimum_interval():
     target = _cluster_with().adaptive(0, 2, interval="1s", target_duration="100ms")
     assert (target.interval, target.target_duration) == (1.0, 0.1)
+
+
+# -- worker groups (issue 27) --------------------------------------------------
+
+
+def test_a_group_takes_its_own_shape_and_cap_and_keeps_the_clusters_rest():
+    from htcdaskgateway.settings import HTCondorSettings
+
+    base = HTCondorSettings.from_config({"lease": 30, "worker": {"cores": 2}})
+    gpu = base.for_group("gpu", {"worker": {"gpus": 1, "memory": "16 GiB"}, "max-jobs": 4})
+    assert (gpu.worker.gpus, gpu.worker.memory, gpu.max_jobs) == (1, 16 * 2**30, 4)
+    assert gpu.worker.cores == 2 and gpu.lease == 30, "the rest is the cluster's"
+    assert gpu.worker.dask_resources == (("GPU", 1.0),)
+
+
+@pytest.mark.parametrize(
+    ("name", "group", "message"),
+    [
+        ("GPU", {}, "Not a worker group name"),
+        ("gpu", {"lease": 5}, r"worker-groups\.gpu\.lease cannot differ between worker groups"),
+        ("gpu", {"worker": {"gpus": -1}}, r"worker\.gpus must be a whole number >= 0"),
+        ("gpu", {"worker": {"resources": {"GPU": 1}}}, r"worker\.resources"),
+        ("gpu", {"worker": {"colour": 1}}, r"Unknown setting .*worker-groups\.gpu\.worker\.colour"),
+    ],
+)
+def test_a_bad_group_is_refused_naming_it(name, group, message):
+    from htcdaskgateway.settings import HTCondorSettings
+
+    with pytest.raises(SettingError, match=message):
+        HTCondorSettings.from_config().for_group(name, group)
+
+
+def test_an_operators_preset_is_checked_when_the_config_is_read():
+    from htcdaskgateway.settings import HTCondorSettings
+
+    with pytest.raises(SettingError, match=r"worker-groups\.big\.max-jobs|max-jobs"):
+        HTCondorSettings.from_config({"worker-groups": {"big": {"max-jobs": 0}}})
+    settings = HTCondorSettings.from_config({"worker-groups": {"gpu": {"worker": {"gpus": 1}}}})
+    assert dict(settings.worker_groups) == {"gpu": {"worker": {"gpus": 1}}}

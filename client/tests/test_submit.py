@@ -211,3 +211,32 @@ def test_worker_dask_config_reaches_the_job_as_dask_environment_variables():
 def test_worker_dask_config_refuses_what_is_no_dotted_key_and_scalar(config):
     with pytest.raises(SettingError, match=r"gateway\.htcondor\.worker\.dask-config"):
         describe(worker={"dask-config": config})
+
+
+def test_a_gpu_groups_job_asks_for_gpus_offers_them_to_dask_and_carries_its_group():
+    settings = HTCondorSettings.from_config().for_group(
+        "gpu", {"worker": {"gpus": 1, "require-gpus": "Capability >= 8.0",
+                           "resources": {"FPGA": 2}}},
+    )  # fmt: skip
+    description = worker_job_description(
+        settings, "abc123", "tls://127.0.0.1:18786", SPOOL, user="alice", gateway_id=GATEWAY,
+        group="gpu",
+    )  # fmt: skip
+    assert description["request_gpus"] == "1"
+    assert description["require_gpus"] == "Capability >= 8.0"
+    assert description["MY.HTCDaskGatewayGroup"] == '"gpu"'
+    assert "--resources 'FPGA=2 GPU=1'" in description["arguments"]
+    default = describe()
+    assert "request_gpus" not in default and "MY.HTCDaskGatewayGroup" not in default
+    assert "--resources" not in default["arguments"]
+
+
+def test_a_groups_selection_takes_only_its_jobs():
+    from htcdaskgateway.jobs import JobSelector
+
+    selector = JobSelector("alice@pool", GATEWAY, "abc123", gateway_user="alice")
+    assert "HTCDaskGatewayGroup" not in selector.constraint()
+    assert 'HTCDaskGatewayGroup == "gpu"' in selector.for_group("gpu").constraint()
+    assert "HTCDaskGatewayGroup =?= undefined" in selector.for_group("default").constraint()
+    # Removal and leases cover every group and the credentials job.
+    assert "HTCDaskGatewayGroup" not in selector.for_group("gpu").every_job_constraint()

@@ -21,11 +21,13 @@ from .naming import (
     CLUSTER_ATTRIBUTE,
     CREDENTIALS_ROLE,
     GATEWAY_ATTRIBUTE,
+    GROUP_ATTRIBUTE,
     JOB_ID,
     ROLE_ATTRIBUTE,
     USER_ATTRIBUTE,
     checked_cluster_name,
 )
+from .targets import DEFAULT_GROUP
 
 if TYPE_CHECKING:
     from .schedd import Schedd
@@ -225,6 +227,9 @@ class JobSelector:
     gateway: str
     cluster: str | None = None  # None: every cluster of this gateway
     gateway_user: str = dataclasses.field(kw_only=True)
+    # A worker group's jobs only (DEFAULT_GROUP: those with no group
+    # attribute); None: every group. Credentials jobs belong to no group.
+    group: str | None = dataclasses.field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.cluster is not None:
@@ -233,9 +238,19 @@ class JobSelector:
     def for_cluster(self, cluster: str) -> JobSelector:
         return dataclasses.replace(self, cluster=cluster)
 
+    def for_group(self, group: str | None) -> JobSelector:
+        return dataclasses.replace(self, group=group)
+
     def constraint(self, *statuses: JobStatus) -> str:
-        """The worker jobs (in one of ``statuses``, if given)."""
-        return self._terms(statuses, f"{ROLE_ATTRIBUTE} =?= undefined")
+        """The worker jobs (of the group, in one of ``statuses``, if given)."""
+        return self._terms(statuses, f"{ROLE_ATTRIBUTE} =?= undefined", *self._group_terms())
+
+    def _group_terms(self) -> list[str]:
+        if self.group is None:
+            return []
+        if self.group == DEFAULT_GROUP:
+            return [f"{GROUP_ATTRIBUTE} =?= undefined"]
+        return [f"{GROUP_ATTRIBUTE} == {classad_string(self.group)}"]
 
     def credentials_constraint(self) -> str:
         """The job(s) carrying the cluster's credentials for its workers."""
@@ -301,11 +316,14 @@ IDLE_REASON_TTL = 60.0
 FAILURES_BEFORE_PAUSE = 3
 
 
-async def select_jobs(schedd: Schedd, gateway: str, cluster: str | None, user: str) -> JobSelector:
+async def select_jobs(
+    schedd: Schedd, gateway: str, cluster: str | None, user: str, group: str | None = None
+) -> JobSelector:
     """The jobs of ``user`` (as the schedd authenticates this client, and at
-    the gateway) that serve ``gateway``; of one cluster if named. The one
-    place a selection is made, so none leaves out a part of it."""
-    return JobSelector(await schedd.owner(), gateway, cluster, gateway_user=user)
+    the gateway) that serve ``gateway``; of one cluster and worker group if
+    named. The one place a selection is made, so none leaves out a part of it."""
+    owner = await schedd.owner()
+    return JobSelector(owner, gateway, cluster, gateway_user=user, group=group)
 
 
 # Seconds to keep looking for a vanished job in the schedd's history.

@@ -28,6 +28,9 @@ CLUSTER_ATTRIBUTE = "HTCDaskGatewayCluster"
 GATEWAY_ATTRIBUTE = "HTCDaskGatewayGateway"
 # ClassAd attribute naming the gateway user the job works for.
 USER_ATTRIBUTE = "HTCDaskGatewayUser"
+# ClassAd attribute naming the worker group of a job (cluster.add_worker_group);
+# jobs of the cluster's default group have none.
+GROUP_ATTRIBUTE = "HTCDaskGatewayGroup"
 # ClassAd attribute holding the epoch second the client lease ends; an idle
 # job past it is removed by the schedd (see submit.py).
 LEASE_ATTRIBUTE = "HTCDaskGatewayLeaseExpiry"

@@ -13,7 +13,7 @@ import math
 import numbers
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ MIN_SCHEDD_TIMEOUT = 1.0
 UNIVERSES = ("vanilla", "container", "docker")
 # Sections whose keys are the user's own names (submit commands, ClassAd
 # attributes, dask config keys), kept exactly as written.
-_OPEN_MAPPINGS = ("extra-directives", "attributes", "dask-config")
+_OPEN_MAPPINGS = ("extra-directives", "attributes", "dask-config", "resources", "worker-groups")
+# A dask worker resource's name, as `dask worker --resources` takes it.
+_RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,14 @@ class WorkerSettings:
     image: str | None
     extra_args: tuple[str, ...]
     dask_config: tuple[tuple[str, str], ...]  # dotted dask config key, value
+    gpus: int = 0
+    require_gpus: str | None = None
+    resources: tuple[tuple[str, float], ...] = ()  # beside GPU
+
+    @property
+    def dask_resources(self) -> tuple[tuple[str, float], ...]:
+        """What the worker offers dask: its resources, and its GPUs as GPU."""
+        return (*self.resources, *((("GPU", float(self.gpus)),) if self.gpus else ()))
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,31 @@ class HTCondorSettings:
     api_ca: str | None  # PEM
     worker: WorkerSettings
     submit: SubmitSettings
+    # Named worker groups of the config: name -> their overrides of this
+    # section (checked: each makes valid settings).
+    worker_groups: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    # The section these were read from, for a group's settings on top.
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def for_group(self, name: str, overrides: Mapping[str, Any] | None) -> HTCondorSettings:
+        """These settings with worker group ``name``'s overrides on top.
+
+        A group has its own shape (``worker.*``, ``submit.*``) and
+        ``max-jobs``; everything else is the cluster's.
+        """
+        overrides = _hyphenate(dict(overrides or {}))
+        where = f"{PREFIX}.worker-groups.{checked_group_name(name)}"
+        if not isinstance(overrides, Mapping):
+            raise SettingError(f"{where} must be a mapping, got {overrides!r}")
+        for key in overrides:
+            if key not in GROUP_KEYS:
+                raise SettingError(
+                    f"{where}.{key} cannot differ between worker groups; a group sets only "
+                    + ", ".join(GROUP_KEYS)
+                )
+        _check_known_keys(overrides, _defaults(), where)
+        base = {k: v for k, v in self.raw.items() if k != "worker-groups"}
+        return HTCondorSettings._parse(dask.config.merge(base, overrides))
 
     @classmethod
     def from_config(cls, overrides: Mapping[str, Any] | None = None) -> HTCondorSettings:
@@ -93,7 +128,10 @@ class HTCondorSettings:
         if overrides:
             _check_known_keys(overrides, config, PREFIX)
             config = dask.config.merge(config, _hyphenate(overrides))
-        return cls._parse(config)
+        settings = cls._parse(config)
+        for name, group in settings.worker_groups:
+            settings.for_group(name, group)  # an operator's preset is checked now, not at scale()
+        return settings
 
     @classmethod
     def _parse(cls, raw: Mapping[str, Any]) -> HTCondorSettings:
@@ -131,6 +169,9 @@ class HTCondorSettings:
                 image=_optional_str(worker["image"], "worker.image"),
                 extra_args=_str_list(worker["extra-args"], "worker.extra-args"),
                 dask_config=_dask_config(worker["dask-config"]),
+                gpus=_non_negative_int(worker["gpus"], "worker.gpus"),
+                require_gpus=_optional_str(worker["require-gpus"], "worker.require-gpus"),
+                resources=_resources(worker["resources"]),
             ),
             submit=SubmitSettings(
                 batch_name=_batch_name(submit["batch-name"]),
@@ -138,6 +179,8 @@ class HTCondorSettings:
                 attributes=_attributes(submit["attributes"]),
                 extra_directives=_directives(submit["extra-directives"]),
             ),
+            worker_groups=_worker_groups(raw.get("worker-groups") or {}),
+            raw=raw,
         )
 
     def __post_init__(self) -> None:
@@ -172,6 +215,45 @@ def _check_known_keys(given: Mapping[str, Any], known: Mapping[str, Any], where:
             if not isinstance(value, Mapping):
                 raise SettingError(f"{where}.{name} must be a mapping, got {value!r}")
             _check_known_keys(value, known[name], f"{where}.{name}")
+
+
+# What a worker group may set differently from its cluster.
+GROUP_KEYS = ("worker", "submit", "max-jobs")
+# Worker group names: in ClassAd strings, dask resource tags and pod names.
+_GROUP_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")
+
+
+def checked_group_name(name: object) -> str:
+    if not isinstance(name, str) or not _GROUP_NAME.fullmatch(name):
+        raise SettingError(
+            f"Not a worker group name: {name!r} (lowercase letters, digits and '-', "
+            "at most 32, starting and ending with a letter or digit)"
+        )
+    return name
+
+
+def _worker_groups(value: object) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    if not isinstance(value, Mapping):
+        raise _fail("worker-groups", "a mapping of group names to settings", value)
+    return tuple((checked_group_name(name), dict(groups)) for name, groups in value.items())
+
+
+def _non_negative_int(value: object, setting: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise _fail(setting, "a whole number >= 0", value)
+    return int(value)
+
+
+def _resources(value: object) -> tuple[tuple[str, float], ...]:
+    setting = "worker.resources"
+    if not isinstance(value, Mapping):
+        raise _fail(setting, 'a mapping of resource names to amounts ({"FPGA": 1})', value)
+    found = []
+    for name, amount in value.items():
+        if not isinstance(name, str) or not _RESOURCE_NAME.fullmatch(name) or name == "GPU":
+            raise _fail(setting, "resource names of letters, digits and _ (GPU: worker.gpus)", name)
+        found.append((name, _positive_number(amount, f"{setting}.{name}")))
+    return tuple(found)
 
 
 def _fail(setting: str, expected: str, value: object) -> SettingError:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .settings import HTCondorSettings
+from .targets import DEFAULT_GROUP
 
-# The group of `scale(n)` without a worker_group: the cluster's own settings.
-DEFAULT_GROUP = "default"
+__all__ = ["DEFAULT_GROUP", "ClusterSpec", "WorkerGroupSpec", "gateway_id"]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from .naming import (
     CLUSTER_ATTRIBUTE,
     CREDENTIALS_ROLE,
     GATEWAY_ATTRIBUTE,
+    GROUP_ATTRIBUTE,
     KEY_FILE,
     LEASE_ATTRIBUTE,
     ROLE_ATTRIBUTE,
@@ -24,7 +25,7 @@ from .naming import (
     scheduler_sni,
     worker_name_template,
 )
-from .settings import HTCondorSettings
+from .settings import HTCondorSettings, checked_group_name
 
 CREDENTIAL_FILES = (CERT_FILE, KEY_FILE)
 
@@ -38,8 +39,12 @@ def worker_job_description(
     gateway_id: str,
     lease: int | None = None,
     schedd: str | None = None,
+    group: str | None = None,
 ) -> dict[str, str]:
     """Submit commands for one worker job of ``cluster_name``, run for ``user``, on ``schedd``.
+
+    ``group`` names the worker group the job belongs to (``GROUP_ATTRIBUTE``);
+    None: the cluster's default group, whose jobs carry none.
 
     The credentials travel only as transferred input files, from
     ``credentials_dir``: the spool directory, on the schedd's host, of the
@@ -65,6 +70,8 @@ def worker_job_description(
         arguments += ["--contact-address", worker.contact_address]
     if worker.lifetime:
         arguments += ["--lifetime", str(worker.lifetime)]
+    if worker.dask_resources:
+        arguments += ["--resources", " ".join(f"{k}={v:g}" for k, v in worker.dask_resources)]
     if worker.extra_args:
         arguments += ["--", *worker.extra_args]
 
@@ -112,8 +119,16 @@ def worker_job_description(
     if worker.image:
         image_command = "docker_image" if worker.universe == "docker" else "container_image"
         description[image_command] = worker.image
+    if worker.gpus:
+        # HTCondor assigns the slot's GPUs to the job and sets
+        # CUDA_VISIBLE_DEVICES (and _CONDOR_AssignedGPUs) to their ids.
+        description["request_gpus"] = str(worker.gpus)
+        if worker.require_gpus:
+            description["require_gpus"] = worker.require_gpus
     if settings.submit.requirements:
         description["requirements"] = f"({settings.submit.requirements})"
+    if group is not None:
+        description[f"MY.{GROUP_ATTRIBUTE}"] = classad_string(checked_group_name(group))
     return _owned_and_leased(description, settings, cluster_name, user, gateway_id, lease)
 
 

@@ -19,6 +19,8 @@ MIN_ADAPT_INTERVAL = 1.0
 # The wire form's version; the scheduler plugin refuses others, and a client
 # that reads a target it does not know leaves the jobs as they are.
 TARGET_VERSION = 1
+# The group of a scale()/adapt() without worker_group: the cluster's own workers.
+DEFAULT_GROUP = "default"
 
 
 class TargetFormatError(ValueError):

@@ -40,6 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to listen on and advertise to the scheduler")
     parser.add_argument("--contact-address", help="address the scheduler dials, behind NAT")
     parser.add_argument("--lifetime", type=int, help="seconds before the worker retires")
+    parser.add_argument("--resources", help='dask worker resources, e.g. "GPU=1 FPGA=2"')
     parser.add_argument("--tls-cert", type=Path, default=Path(CERT_FILE))
     parser.add_argument("--tls-key", type=Path, default=Path(KEY_FILE))
     parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
@@ -70,6 +71,8 @@ def worker_command(args: argparse.Namespace) -> list[str]:
         command += ["--contact-address", args.contact_address]
     if args.lifetime:
         command += ["--lifetime", f"{args.lifetime}s"]
+    if args.resources:
+        command += ["--resources", args.resources]
     return command + list(args.extra)
 
 
