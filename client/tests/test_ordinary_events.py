@@ -209,7 +209,8 @@ def test_a_target_this_client_cannot_read_leaves_the_jobs_and_the_renewals_alone
         watcher.follow(reply)
         await reconciler.step()
         newer = {"kind": "groups", "groups": {"gpu": 1}, "version": 2}
-        link.plugin.target, link.plugin.generation = newer, link.plugin.generation + 1
+        link.plugin.targets["default"] = newer  # as a newer client stored it
+        link.plugin.generations["default"] += 1
         watcher.start()
         await clock.advance(90)
         await watcher.stop()

@@ -198,3 +198,82 @@ def test_a_worker_the_scheduler_cannot_dial_back_is_reported_until_it_leaves(mon
             await _close(scheduler, workers)
 
     asyncio.run(run())
+
+
+# -- worker groups (issue 27) --------------------------------------------------
+
+GPU_SPEC = {"version": 1, "htcondor": {"worker": {"gpus": 1}}}
+
+
+def test_each_group_keeps_its_own_target_generation_and_settings():
+    import pytest
+
+    from htcdaskgateway.targets import TargetFormatError
+
+    plugin = KeepHTCondorWorkers()
+    with pytest.raises(TargetFormatError, match="no worker group 'gpu'"):
+        plugin.set_target("a", TWO, 30, group="gpu")
+    state = plugin.set_target("a", TWO, 30, group="gpu", spec=GPU_SPEC)
+    assert state["groups"]["gpu"] == {
+        "spec": GPU_SPEC, "target": TWO, "generation": 1, "deleted": False,
+    }  # fmt: skip
+    assert state["target"] is None and state["generation"] == 0, "the default group is apart"
+    plugin.set_target("b", THREE, 30)
+    # The same settings again are fine; others are refused while it exists.
+    plugin.set_target("a", THREE, 30, group="gpu", spec=GPU_SPEC)
+    other = {"version": 1, "htcondor": {"worker": {"gpus": 2}}}
+    with pytest.raises(TargetFormatError, match="exists with other settings"):
+        plugin.set_target("a", TWO, 30, group="gpu", spec=other)
+    assert plugin.confirm("a", 2, group="gpu")["confirmed"]
+    assert not plugin.confirm("a", 1, group="gpu")["confirmed"], "an older generation"
+    state = plugin.delete_group("a", "gpu", 30)
+    assert state["groups"]["gpu"]["deleted"] and state["groups"]["gpu"]["target"]["n"] == 0
+    with pytest.raises(TargetFormatError, match="no worker group 'gpu'"):
+        plugin.set_target("a", TWO, 30, group="gpu")
+    # Added again after its deletion, with other settings.
+    state = plugin.set_target("a", TWO, 30, group="gpu", spec=other)
+    assert state["groups"]["gpu"]["spec"] == other and not state["groups"]["gpu"]["deleted"]
+
+
+def test_bad_group_names_and_settings_are_refused_where_they_are_stored():
+    import pytest
+
+    from htcdaskgateway.targets import TargetFormatError
+
+    plugin = KeepHTCondorWorkers()
+    for name in ("GPU", "", "a" * 33, "-x", None):
+        with pytest.raises(TargetFormatError, match="not a worker group name"):
+            plugin.set_target("a", TWO, 30, group=name, spec=GPU_SPEC)
+    for spec in ({"htcondor": {}}, {"version": 1, "htcondor": {}, "x": 1},
+                 {"version": 1, "htcondor": {"k": "x" * 20000}}):  # fmt: skip
+        with pytest.raises(TargetFormatError):
+            plugin.set_target("a", TWO, 30, group="gpu", spec=spec)
+
+
+def test_a_groups_adaptive_target_follows_the_tasks_that_need_what_it_offers():
+    """Two GPU tasks wait with no GPU worker; unrestricted work does not count."""
+
+    async def run():
+        scheduler, workers = await _scheduler_with_workers("htc-1.0")
+        from distributed import Client
+
+        client = await Client(scheduler.address, asynchronous=True)
+        plugin = next(p for p in scheduler.plugins.values() if isinstance(p, KeepHTCondorWorkers))
+        try:
+            gpu_tasks = [client.submit(sum, [i], resources={"GPU": 1}, pure=False)
+                         for i in range(2)]  # fmt: skip
+            plain = client.submit(sum, [1, 2])
+            assert await plain == 3
+            for _ in range(50):
+                if len(scheduler.unrunnable) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert plugin.adaptive_target(resources={"GPU": 1}) == 2
+            assert plugin.adaptive_target(resources={"GPU": 2}) == 1, "two tasks per worker"
+            assert plugin.adaptive_target(resources={"FPGA": 1}) == 0
+            del gpu_tasks
+        finally:
+            await client.close()
+            await _close(scheduler, workers)
+
+    asyncio.run(run())

@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,7 +54,13 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from . import config as _config  # noqa: F401  (registers gateway.htcondor defaults)
 from .naming import is_htcondor_worker
-from .targets import check_wire_target
+from .targets import (
+    DEFAULT_GROUP,
+    TargetFormatError,
+    check_wire_group,
+    check_wire_group_spec,
+    check_wire_target,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +81,13 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         self._transitions_seen = -1
         self.scheduler: Any = None
         self.leases: dict[str, float] = {}  # holder token -> monotonic expiry
-        self.target: dict[str, Any] | None = None
-        self.generation = 0  # counts target changes, so appliers notice a new one
+        # Each worker group's target, and a count of its changes so that
+        # appliers notice a new one. The default group's is also "target".
+        self.targets: dict[str, dict[str, Any] | None] = {DEFAULT_GROUP: None}
+        self.generations: dict[str, int] = {DEFAULT_GROUP: 0}
+        # The named groups' descriptions (settings), for every client.
+        self.group_specs: dict[str, dict[str, Any]] = {}
+        self.deleted_groups: set[str] = set()
         self.applier: str | None = None
         self._applier_expiry = 0.0
         self._closing_on_purpose = False
@@ -91,6 +103,7 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         handlers = {
             "htcdaskgateway_renew": self.renew,
             "htcdaskgateway_set_target": self.set_target,
+            "htcdaskgateway_delete_group": self.delete_group,
             "htcdaskgateway_confirm": self.confirm,
             "htcdaskgateway_release": self.release,
             "htcdaskgateway_workers_to_close": self.workers_to_close,
@@ -153,16 +166,51 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         finally:
             self._closing_on_purpose = False
 
-    def workers_to_close(self, n: int) -> list[str]:
-        """Names of the ``n`` workers whose loss costs least (data, tasks)."""
-        with self._htcondor_workers_closable():
-            names = self.scheduler.workers_to_close(n=n, attribute="name")
-        return [str(name) for name in names]
+    @property
+    def target(self) -> dict[str, Any] | None:
+        """The default group's target."""
+        return self.targets[DEFAULT_GROUP]
 
-    def adaptive_target(self, target_duration: float | None = None) -> int:
-        """The scheduler's adaptive target, counting HTCondor workers as closable."""
+    @property
+    def generation(self) -> int:
+        return self.generations[DEFAULT_GROUP]
+
+    def workers_to_close(self, n: int, names: list[str] | None = None) -> list[str]:
+        """Names of the ``n`` workers (among ``names``, if given) whose loss costs least."""
+        among = None if names is None else set(names)
+        with self._htcondor_workers_closable():
+            everyone = len(self.scheduler.workers)
+            ranked = self.scheduler.workers_to_close(
+                n=n if among is None else everyone, attribute="name"
+            )
+        chosen = [str(name) for name in ranked if among is None or str(name) in among]
+        return chosen[:n]
+
+    def adaptive_target(
+        self, target_duration: float | None = None, resources: dict[str, float] | None = None
+    ) -> int:
+        """Workers wanted: the scheduler's adaptive target, HTCondor workers counted as closable.
+
+        With ``resources`` (what a group's workers offer, ``{"GPU": 1}``),
+        the workers that the tasks needing only what they offer fill: a
+        GPU group grows with GPU tasks, whatever else is queued.
+        """
+        if resources:
+            return self._restricted_target(resources)
         with self._htcondor_workers_closable():
             return int(self.scheduler.adaptive_target(target_duration=target_duration))
+
+    def _restricted_target(self, offered: dict[str, float]) -> int:
+        scheduler = self.scheduler
+        waiting = list(scheduler.unrunnable)
+        running = [ts for ws in scheduler.workers.values() for ts in ws.processing]
+        share = 0.0
+        for ts in {*waiting, *running}:
+            need = ts.resource_restrictions or {}
+            if need and all(name in offered and offered[name] > 0 for name in need):
+                # The part of one such worker this task takes.
+                share += max(amount / offered[name] for name, amount in need.items())
+        return math.ceil(share - 1e-9)
 
     def versions(self) -> dict[str, Any]:
         """The scheduler's package versions and those each worker sent when it joined.
@@ -199,20 +247,55 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         return self._state()
 
     def set_target(
-        self, token: str, target: dict[str, Any] | None, apply_ttl: float
+        self,
+        token: str,
+        target: dict[str, Any] | None,
+        apply_ttl: float,
+        group: str = DEFAULT_GROUP,
+        spec: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Make ``target`` the cluster's wanted size and ``token``'s client its applier.
+        """Make ``target`` the wanted size of ``group`` and ``token``'s client the applier.
 
-        A malformed target is refused here (``TargetFormatError``, a
-        ``ValueError``), so what every client reads back is well formed.
+        A named group is added with its description (``spec``) and keeps
+        it: the same description again is fine, another is refused until
+        the group is deleted. Anything malformed is refused here
+        (``TargetFormatError``, a ``ValueError``), so what every client
+        reads back is well formed.
         """
-        self.target = check_wire_target(target)
-        self.generation += 1
+        group = check_wire_group(group)
+        checked = check_wire_target(target)
+        if group != DEFAULT_GROUP:
+            known = self.group_specs.get(group)
+            if spec is not None:
+                spec = check_wire_group_spec(spec)
+                if known is not None and known != spec and group not in self.deleted_groups:
+                    raise TargetFormatError(
+                        f"worker group {group!r} exists with other settings; delete it first"
+                    )
+                self.group_specs[group] = spec
+                self.deleted_groups.discard(group)
+            elif known is None or group in self.deleted_groups:
+                raise TargetFormatError(f"no worker group {group!r}: add it first")
+        self.targets[group] = checked
+        self.generations[group] = self.generations.get(group, 0) + 1
         self.applier, self._applier_expiry = token, time.monotonic() + apply_ttl
-        logger.info("Cluster target set to %s", target)
+        logger.info("Target of worker group %s set to %s", group, target)
         return self._state()
 
-    def confirm(self, token: str, generation: int | None) -> dict[str, Any]:
+    def delete_group(self, token: str, group: str, apply_ttl: float) -> dict[str, Any]:
+        """Take a named group down to no jobs and out of the listing; its jobs are removed."""
+        group = check_wire_group(group)
+        if group == DEFAULT_GROUP or group not in self.group_specs:
+            raise TargetFormatError(f"no worker group {group!r} to delete")
+        self.deleted_groups.add(group)
+        self.targets[group] = {"kind": "scale", "n": 0, "cap": 0, "version": 1}
+        self.generations[group] = self.generations.get(group, 0) + 1
+        self.applier, self._applier_expiry = token, time.monotonic() + apply_ttl
+        return self._state()
+
+    def confirm(
+        self, token: str, generation: int | None, group: str = DEFAULT_GROUP
+    ) -> dict[str, Any]:
         """Whether ``token``'s client is the applier of target ``generation``, now.
 
         Asked right before a client acts on jobs, so that a client that has
@@ -221,7 +304,10 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         """
         now = time.monotonic()
         current = self.applier == token and self._applier_expiry >= now
-        return {**self._state(), "confirmed": current and generation == self.generation}
+        return {
+            **self._state(),
+            "confirmed": current and generation == self.generations.get(group),
+        }
 
     def release(self, token: str) -> dict[str, Any]:
         """Stop being the applier (a client closing); the target stays."""
@@ -254,8 +340,20 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         # "applier" names the client applying the target; every reply
         # carries it, which is how a client tells this plugin is loaded.
         # "controller", its name in 2026.12.0, is kept for those clients.
-        state = {"applier": self.applier, "controller": self.applier, "target": self.target,
-                 "generation": self.generation}  # fmt: skip
+        state: dict[str, Any] = {
+            "applier": self.applier, "controller": self.applier,
+            "target": self.target, "generation": self.generation,
+        }  # fmt: skip
+        if self.group_specs:
+            state["groups"] = {
+                name: {
+                    "spec": spec,
+                    "target": self.targets.get(name),
+                    "generation": self.generations.get(name, 0),
+                    "deleted": name in self.deleted_groups,
+                }
+                for name, spec in self.group_specs.items()
+            }
         if self.unreachable:
             state["unreachable"] = dict(self.unreachable)
         return state

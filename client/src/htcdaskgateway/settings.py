@@ -22,6 +22,7 @@ from dask.utils import parse_bytes
 
 from .config import defaults as shipped_defaults  # importing registers them
 from .errors import SettingError
+from .targets import GROUP_NAME
 
 PREFIX = "gateway.htcondor"
 # Smallest values accepted, in seconds. The client lease is renewed every
@@ -219,12 +220,10 @@ def _check_known_keys(given: Mapping[str, Any], known: Mapping[str, Any], where:
 
 # What a worker group may set differently from its cluster.
 GROUP_KEYS = ("worker", "submit", "max-jobs")
-# Worker group names: in ClassAd strings, dask resource tags and pod names.
-_GROUP_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")
 
 
 def checked_group_name(name: object) -> str:
-    if not isinstance(name, str) or not _GROUP_NAME.fullmatch(name):
+    if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
         raise SettingError(
             f"Not a worker group name: {name!r} (lowercase letters, digits and '-', "
             "at most 32, starting and ending with a letter or digit)"

@@ -10,6 +10,8 @@ the standard library.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,6 +23,11 @@ MIN_ADAPT_INTERVAL = 1.0
 TARGET_VERSION = 1
 # The group of a scale()/adapt() without worker_group: the cluster's own workers.
 DEFAULT_GROUP = "default"
+# Worker group names: in ClassAd strings, dask resource tags and pod names.
+GROUP_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")
+# Largest group description the plugin keeps (JSON bytes): the settings a
+# group overrides, nothing near this.
+GROUP_SPEC_LIMIT = 16384
 
 
 class TargetFormatError(ValueError):
@@ -120,3 +127,37 @@ def target_from_wire(wire: object) -> Target | None:
         return None
     fields = {k: v for k, v in checked.items() if k not in ("kind", "version")}
     return ScaleTarget(**fields) if checked["kind"] == "scale" else AdaptTarget(**fields)
+
+
+def check_wire_group(name: object) -> str:
+    """A worker group's name as the plugin stores it; raises ``TargetFormatError``."""
+    if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
+        raise TargetFormatError(
+            f"not a worker group name: {name!r} (lowercase letters, digits and '-', at most 32)"
+        )
+    return name
+
+
+def check_wire_group_spec(spec: object) -> dict[str, Any]:
+    """A worker group's description, ``{"version": 1, "htcondor": {...}}``, as stored.
+
+    The plugin checks only its form; each client checks the settings it
+    holds (``HTCondorSettings.for_group``) before it submits anything.
+    """
+    if not isinstance(spec, dict) or spec.get("version") != TARGET_VERSION:
+        raise TargetFormatError(
+            f"a worker group is {{'version': 1, 'htcondor': {{...}}}}, got {spec!r}"
+        )
+    if set(spec) != {"version", "htcondor"} or not isinstance(spec["htcondor"], dict):
+        raise TargetFormatError(
+            f"a worker group has the fields htcondor and version, got {sorted(spec)}"
+        )
+    try:
+        size = len(json.dumps(spec))
+    except (TypeError, ValueError) as exc:
+        raise TargetFormatError(f"a worker group's settings must be plain data: {exc}") from None
+    if size > GROUP_SPEC_LIMIT:
+        raise TargetFormatError(
+            f"a worker group's settings take {size} bytes, at most {GROUP_SPEC_LIMIT}"
+        )
+    return spec
