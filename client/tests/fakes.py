@@ -243,6 +243,8 @@ class FakeSchedulerLink:
         self.plugin = plugin or KeepHTCondorWorkers()
         self.workers: set[JobId] = set()  # jobs whose workers joined
         self.adaptive_wanted = 0
+        # Workers wanted by a group offering these resources (sorted names).
+        self.adaptive_wanted_by_resources: dict[tuple[str, ...], int] = {}
         self.retired: list[JobId] = []
         self.unreachable = False
         # Calls that time out, as those of a scheduler on a crowded host; -1: all.
@@ -265,14 +267,21 @@ class FakeSchedulerLink:
         self._check()
         return self.plugin.renew(token, ttl=ttl, apply_ttl=apply_ttl)
 
-    async def set_target(self, token: str, target: dict[str, Any] | None, apply_ttl: float) -> dict:
+    async def set_target(
+        self, token: str, target: dict[str, Any] | None, apply_ttl: float,
+        group: str = "default", spec: dict[str, Any] | None = None,
+    ) -> dict:  # fmt: skip
         self._check()
-        return self.plugin.set_target(token, target, apply_ttl)
+        return self.plugin.set_target(token, target, apply_ttl, group=group, spec=spec)
 
-    async def confirm(self, token: str, generation: int | None) -> dict:
+    async def delete_group(self, token: str, group: str, apply_ttl: float) -> dict:
+        self._check()
+        return self.plugin.delete_group(token, group, apply_ttl)
+
+    async def confirm(self, token: str, generation: int | None, group: str = "default") -> dict:
         self._check()
         self.confirms += 1
-        return self.plugin.confirm(token, generation)
+        return self.plugin.confirm(token, generation, group)
 
     async def release(self, token: str) -> None:
         self._check()
@@ -291,12 +300,17 @@ class FakeSchedulerLink:
             "workers": {worker_name(j): self.worker_versions.get(j, mine) for j in self.workers},
         }
 
-    async def jobs_to_close(self, n: int) -> list[JobId]:
+    async def jobs_to_close(self, n: int, among: list[JobId] | None = None) -> list[JobId]:
         self._check()
-        return sorted(self.workers, key=lambda j: j.sort_key, reverse=True)[:n]
+        workers = self.workers if among is None else self.workers & set(among)
+        return sorted(workers, key=lambda j: j.sort_key, reverse=True)[:n]
 
-    async def adaptive_target(self, target_duration: float) -> int:
+    async def adaptive_target(
+        self, target_duration: float, resources: dict[str, float] | None = None
+    ) -> int:
         self._check()
+        if resources:
+            return self.adaptive_wanted_by_resources.get(tuple(sorted(resources)), 0)
         return self.adaptive_wanted
 
     async def retire(self, job_ids: list[JobId]) -> None:

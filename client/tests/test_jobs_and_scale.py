@@ -129,9 +129,16 @@ def running(reconciler, watcher):
 
 def wait_with_a_watcher(link_setup, n=1, timeout=None, schedd=None):
     """``wait_for_workers(n)`` on a cluster whose watcher runs against the fakes."""
+    from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, GATEWAY_ATTRIBUTE, USER_ATTRIBUTE
+
+    from .fakes import ALICE
     from .test_reconciler import _watcher, make
 
     schedd, link, reconciler = make(schedd)
+    # One job of the cluster in the queue, for a worker to join as.
+    attributes = {CLUSTER_ATTRIBUTE: reconciler.tracker.cluster, USER_ATTRIBUTE: "alice",
+                  GATEWAY_ATTRIBUTE: reconciler.tracker.gateway_id}  # fmt: skip
+    link.queued_job = schedd.add({f"MY.{k}": f'"{v}"' for k, v in attributes.items()}, 1, ALICE)
     link_setup(link)
     # A cluster object's watch interval: between its looks the waiter must
     # not ask anything itself.
@@ -151,7 +158,7 @@ def wait_with_a_watcher(link_setup, n=1, timeout=None, schedd=None):
 def test_wait_for_workers_outlasts_a_scheduler_that_answers_late():
     def two_late_then_a_worker(link):
         link.late_answers = 2
-        link.workers = {"1.0"}
+        link.workers = set(link.queued_job)  # its worker joins
 
     _, link = wait_with_a_watcher(two_late_then_a_worker, timeout=30)
     assert link.late_answers == 0

@@ -43,11 +43,16 @@ class HTCondorAdaptive(AdaptiveCore):
         return self.reconciler.tracker.joined & self.plan
 
     async def target(self) -> int:
-        return await self.reconciler.scheduler.adaptive_target(self.target_duration)
+        # A group whose workers offer resources (GPU) follows the tasks that
+        # need them; the default group the scheduler's whole load.
+        reconciler = self.reconciler
+        return await reconciler.scheduler.adaptive_target(
+            self.target_duration, reconciler.resources or None
+        )
 
     async def workers_to_close(self, target: int) -> list[Any]:
         observed = self.observed
-        jobs = await self.reconciler.scheduler.jobs_to_close(max(len(observed) - target, 0))
+        jobs = await self.reconciler.jobs_to_close(max(len(observed) - target, 0), observed)
         return [job_id for job_id in jobs if job_id in observed]
 
     async def scale_up(self, n: int) -> None:

@@ -340,8 +340,16 @@ class JobTracker:
     """
 
     def __init__(
-        self, schedd: Schedd, gateway_id: str, cluster: str, *, user: str, clock: Any = time
+        self,
+        schedd: Schedd,
+        gateway_id: str,
+        cluster: str,
+        *,
+        user: str,
+        clock: Any = time,
+        group: str | None = None,
     ) -> None:
+        self.group = group  # a worker group's jobs only; None: every group
         self.schedd = schedd
         self.gateway_id = gateway_id
         self.cluster = checked_cluster_name(cluster)
@@ -373,6 +381,11 @@ class JobTracker:
         self._last_seen.update(dict.fromkeys(job_ids, self._clock.time()))
         self.table = [*self.table, *(WorkerJob(job_id, JobStatus.IDLE) for job_id in job_ids)]
 
+    @property
+    def awaited(self) -> set[JobId]:
+        """This tracker's jobs seen queued or just queued, whose end it still watches for."""
+        return set(self._last_seen)
+
     def stopping(self, job_ids: Iterable[JobId]) -> None:
         """Jobs about to be removed by this client: their end is no failure."""
         self._removed_here.update(job_ids)
@@ -392,7 +405,9 @@ class JobTracker:
 
     async def selector(self) -> JobSelector:
         """This cluster's jobs, of this user (to the schedd and the gateway) and gateway."""
-        return await select_jobs(self.schedd, self.gateway_id, self.cluster, self.user)
+        return await select_jobs(
+            self.schedd, self.gateway_id, self.cluster, self.user, group=self.group
+        )
 
     async def refresh(self) -> list[WorkerJob]:
         selector = await self.selector()

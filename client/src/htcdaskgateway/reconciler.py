@@ -19,7 +19,14 @@ from .adaptive import HTCondorAdaptive
 from .errors import HTCondorError
 from .jobs import JobId, JobTracker, WorkerJob, removal_order
 from .scheduler_link import SchedulerLink
-from .targets import AdaptTarget, ScaleTarget, Target, TargetFormatError, target_from_wire
+from .targets import (
+    DEFAULT_GROUP,
+    AdaptTarget,
+    ScaleTarget,
+    Target,
+    TargetFormatError,
+    target_from_wire,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +66,13 @@ class Reconciler:
         workers: Workers,
         token: str | None = None,
         clock: Any = time,
+        group: str = DEFAULT_GROUP,
+        resources: dict[str, float] | None = None,
     ) -> None:
+        self.group = group
+        # What the group's workers offer dask (GPU...): its adapt() follows
+        # the tasks that need them.
+        self.resources = dict(resources or {})
         self.tracker = tracker
         self.scheduler = scheduler
         self.workers = workers
@@ -105,10 +118,12 @@ class Reconciler:
         """Refresh the job table; returns the jobs whose workers have joined."""
         # Workers first: a job that ends after joining must not count as a failure.
         joined = await self.scheduler.joined_jobs()
-        self.connected = joined
         self.tracker.saw_workers(joined)
-        await self.tracker.refresh()
-        return joined
+        table = await self.tracker.refresh()
+        # This group's: the scheduler lists every group's workers.
+        mine = {job.job_id for job in table} | self.tracker.awaited
+        self.connected = {job_id for job_id in joined if job_id in mine}
+        return self.connected
 
     def want_wire(self, wire: object, generation: int | None) -> None:
         """Take the target in the plugin's wire form; one this client cannot read stops acting."""
@@ -127,11 +142,21 @@ class Reconciler:
         """Whether this client may act now: still the applier, of the current target."""
         if self.token is None:
             return True
-        state = await self.scheduler.confirm(self.token, self.generation)
+        state = await self.scheduler.confirm(self.token, self.generation, self.group)
         if state.get("confirmed"):
             return True
-        self.want_wire(state.get("target"), state.get("generation"))
+        if self.group == DEFAULT_GROUP:
+            self.want_wire(state.get("target"), state.get("generation"))
+        else:
+            mine = state.get("groups", {}).get(self.group, {})
+            self.want_wire(mine.get("target"), mine.get("generation"))
         return False
+
+    async def jobs_to_close(self, n: int, among: set[JobId]) -> list[JobId]:
+        """The ``n`` jobs of this group whose workers' loss costs least, best first."""
+        if self.group == DEFAULT_GROUP and not self.resources:
+            return await self.scheduler.jobs_to_close(n)
+        return await self.scheduler.jobs_to_close(n, sorted(among, key=lambda j: j.sort_key))
 
     async def _act(self, raise_errors: bool) -> None:
         if self.unreadable is not None or not await self.confirmed():
@@ -184,7 +209,8 @@ class Reconciler:
         chosen = [job.job_id for job in removal_order(waiting)[:count]]
         if len(chosen) < count:
             active_ids = {job.job_id for job in active}
-            for job_id in await self.scheduler.jobs_to_close(count - len(chosen)):
+            joined_here = {job.job_id for job in active if job.job_id in joined}
+            for job_id in await self.jobs_to_close(count - len(chosen), joined_here):
                 if job_id in active_ids and job_id not in chosen and len(chosen) < count:
                     chosen.append(job_id)
             for job in removal_order(active):  # should the scheduler name too few

@@ -13,6 +13,7 @@ from typing import Any
 
 from .jobs import JobId
 from .naming import job_id_of_worker, worker_name
+from .targets import DEFAULT_GROUP
 
 # Seconds for a quick call (lease, target, names); retiring workers moves
 # their data first, which takes as long as the data takes.
@@ -39,15 +40,32 @@ class SchedulerLink:
         return reply or {}
 
     async def set_target(
-        self, token: str, target: dict[str, Any] | None, apply_ttl: float
+        self,
+        token: str,
+        target: dict[str, Any] | None,
+        apply_ttl: float,
+        group: str = DEFAULT_GROUP,
+        spec: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Set ``group``'s target (a named group is added with ``spec``, its settings)."""
         return await self._ask(
-            "htcdaskgateway_set_target", token=token, target=target, apply_ttl=apply_ttl
+            "htcdaskgateway_set_target", token=token, target=target, apply_ttl=apply_ttl,
+            **_group_arguments(group, spec),
+        )  # fmt: skip
+
+    async def delete_group(self, token: str, group: str, apply_ttl: float) -> dict[str, Any]:
+        return await self._ask(
+            "htcdaskgateway_delete_group", token=token, group=group, apply_ttl=apply_ttl
         )
 
-    async def confirm(self, token: str, generation: int | None) -> dict[str, Any]:
-        """The plugin's state, with ``confirmed``: ``token`` applies target ``generation`` now."""
-        reply = await self._ask("htcdaskgateway_confirm", token=token, generation=generation)
+    async def confirm(
+        self, token: str, generation: int | None, group: str = DEFAULT_GROUP
+    ) -> dict[str, Any]:
+        """The plugin's state; ``confirmed``: ``token`` applies ``group``'s ``generation`` now."""
+        reply = await self._ask(
+            "htcdaskgateway_confirm", token=token, generation=generation,
+            **_group_arguments(group),
+        )  # fmt: skip
         # A scheduler image of htcdaskgateway 2026.12.0 has no such handler
         # and answers None: it cannot confirm, so the client acts on what
         # its last renewal said, as that release did (the version check
@@ -65,18 +83,25 @@ class SchedulerLink:
         names = (info.get("name") for info in identity.get("workers", {}).values())
         return {JobId(job_id) for job_id in map(job_id_of_worker, names) if job_id}
 
-    async def jobs_to_close(self, n: int) -> list[JobId]:
-        """The ``n`` jobs whose workers' loss costs least (data, tasks), best first."""
-        names = await self._ask("htcdaskgateway_workers_to_close", n=n)
+    async def jobs_to_close(self, n: int, among: list[JobId] | None = None) -> list[JobId]:
+        """The ``n`` jobs (of ``among``, if given) whose workers' loss costs least, best first."""
+        kwargs = {} if among is None else {"names": [worker_name(job_id) for job_id in among]}
+        names = await self._ask("htcdaskgateway_workers_to_close", n=n, **kwargs)
         return [JobId(job_id) for job_id in map(job_id_of_worker, names) if job_id]
 
     async def versions(self) -> dict[str, Any]:
         """``{"scheduler": packages, "workers": {name: packages}}`` (``versions.py``)."""
         return dict(await self._ask("htcdaskgateway_versions"))
 
-    async def adaptive_target(self, target_duration: float) -> int:
+    async def adaptive_target(
+        self, target_duration: float, resources: dict[str, float] | None = None
+    ) -> int:
+        """Workers wanted; with ``resources``, those the tasks that need them fill."""
+        kwargs = {"resources": resources} if resources else {}
         return int(
-            await self._ask("htcdaskgateway_adaptive_target", target_duration=target_duration)
+            await self._ask(
+                "htcdaskgateway_adaptive_target", target_duration=target_duration, **kwargs
+            )
         )
 
     async def retire(self, job_ids: list[JobId]) -> None:
@@ -85,3 +110,11 @@ class SchedulerLink:
         await self._ask(
             "retire_workers", RETIRE_TIMEOUT, names=names, close_workers=True, remove=True
         )
+
+
+def _group_arguments(group: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    # Only for named groups: a scheduler of 2026.12.0 knows no group and
+    # refuses the keyword, and its one target is the default group's.
+    if group == DEFAULT_GROUP:
+        return {}
+    return {"group": group} if spec is None else {"group": group, "spec": spec}
