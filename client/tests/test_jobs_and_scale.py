@@ -124,7 +124,7 @@ def running(reconciler, watcher):
     tracker = reconciler.tracker
     spec = ClusterSpec(tracker.cluster, "alice", tracker.gateway_id, "tls://proxy:8786", 60,
                        HTCondorSettings.from_config())  # fmt: skip
-    return ClusterRuntime(spec, None, reconciler, watcher)
+    return ClusterRuntime(spec, None, reconciler, watcher, {})
 
 
 def wait_with_a_watcher(link_setup, n=1, timeout=None, schedd=None):

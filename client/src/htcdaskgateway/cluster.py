@@ -29,17 +29,17 @@ from .jobs import JobTracker, WorkerJob
 from .naming import checked_cluster_name
 from .reconciler import Reconciler
 from .runtime import ClusterRuntime, gateway_state, start_runtime
+from .scaling import ScalesByTarget
 from .schedd_pool import ScheddPool
 from .settings import HTCondorSettings
 from .spec import DEFAULT_GROUP, ClusterSpec, WorkerGroupSpec, gateway_id
-from .targets import AdaptTarget, ScaleTarget, Target, target_to_wire
 from .view import ShownWithJobs
 from .watch import Watcher
 
 logger = logging.getLogger(__name__)
 
 
-class HTCGatewayCluster(ShownWithJobs, OwnGatewayCluster):
+class HTCGatewayCluster(ScalesByTarget, ShownWithJobs, OwnGatewayCluster):
     """A ``GatewayCluster`` that scales by submitting and removing HTCondor jobs.
 
     The gateway runs only the scheduler; each worker is an HTCondor job that
@@ -214,83 +214,6 @@ class HTCGatewayCluster(ShownWithJobs, OwnGatewayCluster):
                 await stop
             else:
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stop, there))
-
-    # -- scaling ------------------------------------------------------------
-
-    def scale(self, n: int, **kwargs: Any) -> Any:
-        """Scale the cluster to ``n`` worker jobs (idle, running or held) and hold it there.
-
-        The target is kept by the cluster's scheduler: whichever client has
-        the cluster open keeps it, replacing jobs that end or are removed
-        behind its back. Scaling down removes idle jobs first, then retires
-        the workers whose loss costs least through the scheduler (their
-        data moves) and only then removes their jobs.
-        """
-        target = wanted.scale_target(n, "scale()", self.htcondor_settings.max_jobs)
-        return self.gateway.sync(self._set_target, target, **kwargs)
-
-    def adapt(
-        self,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        active: bool = True,
-        *,
-        interval: str | float = "3s",
-        wait_count: int = 3,
-        target_duration: str | float = "5s",
-        **kwargs: Any,
-    ) -> Any:
-        """Scale between ``minimum`` and ``maximum`` jobs following the scheduler's load.
-
-        The scheduler's adaptive target is checked every ``interval``; a
-        worker is only removed after ``wait_count`` checks in a row found it
-        unneeded. No ``maximum``: ``gateway.htcondor.max-jobs``.
-        ``active=False`` stops adapting and keeps the current jobs. The
-        policy is kept by the scheduler and applied by an open client of the
-        cluster, until another ``scale()`` or ``adapt()`` replaces it.
-        """
-        target = self.adaptive(
-            minimum, maximum, interval=interval, wait_count=wait_count,
-            target_duration=target_duration,
-        )  # fmt: skip
-        return self.gateway.sync(self._set_target, target if active else None, **kwargs)
-
-    def adaptive(
-        self,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        *,
-        interval: str | float = "3s",
-        wait_count: int = 3,
-        target_duration: str | float = "5s",
-    ) -> AdaptTarget:
-        """The adaptive policy ``adapt()`` would set, checked but not set."""
-        return wanted.adapt_target(
-            minimum, maximum, interval=interval, wait_count=wait_count,
-            target_duration=target_duration, max_jobs=self.htcondor_settings.max_jobs,
-        )  # fmt: skip
-
-    def scale_target(self, n: object, what: str) -> ScaleTarget:
-        """The target ``scale(n)`` sets, checked against ``max-jobs``, which it carries."""
-        return wanted.scale_target(n, what, self.htcondor_settings.max_jobs)
-
-    async def _set_target(self, target: Target | None) -> None:
-        runtime = self._runtime
-        if runtime is None:
-            raise GatewayClusterError(f"Cluster {self.name} is not running; it cannot be scaled")
-        watcher = runtime.watcher
-        if watcher.stopped_reason is not None:
-            raise GatewayClusterError(
-                f"Cluster {self.name} was {watcher.stopped_reason}; it cannot be scaled "
-                "(start a new cluster)"
-            )
-        reply = await watcher.link.set_target(
-            self._token, target_to_wire(target), watcher.apply_ttl
-        )
-        watcher.follow(reply)
-        if target is not None:
-            await runtime.reconciler.step(raise_errors=True)
-        watcher.wake()
 
     # -- looking at the jobs -------------------------------------------------
 

@@ -18,12 +18,13 @@ from dask_gateway import GatewayClusterError
 from dask_gateway.client import ClusterStatus
 
 from . import view
-from .errors import HTCondorError
+from .errors import HTCondorError, SettingError
 from .jobs import JobTracker
 from .reconciler import Reconciler
 from .schedd_pool import ScheddPool
 from .scheduler_link import SchedulerLink
 from .spec import ClusterSpec, WorkerGroupSpec
+from .targets import TargetFormatError, check_wire_group_spec
 from .watch import Watcher
 from .workers import GroupWorkers, HTCondorWorkers
 
@@ -38,10 +39,18 @@ class ClusterRuntime:
     workers: HTCondorWorkers
     reconciler: Reconciler
     watcher: Watcher
+    # Each worker group's shape, the default group's included.
+    group_specs: dict[str, WorkerGroupSpec]
 
     @property
     def tracker(self) -> JobTracker:
+        """The default group's jobs."""
         return self.reconciler.tracker
+
+    @property
+    def groups(self) -> dict[str, Reconciler]:
+        """Every worker group's reconciler, the default group's included."""
+        return self.watcher.groups
 
     def failure_message(self) -> str | None:
         """What the last jobs that ended without serving say, if they keep doing so."""
@@ -83,18 +92,42 @@ async def start_runtime(
     new: bool,
     state: Callable[[], Awaitable[str | None]],
     on_change: Callable[[], None],
+    link: SchedulerLink | None = None,
 ) -> ClusterRuntime:
     """Build the parts of a running cluster and start watching it.
 
     ``lease`` is the client lease this object holds (0: none), ``new``
     whether the cluster was just made (its credentials are spooled at once).
+    ``link``: the scheduler as ``scheduler_comm`` reaches it, unless given.
     """
     workers = HTCondorWorkers(spec, schedd, tls)
     if new:
         workers.prepare()
-    link = SchedulerLink(scheduler_comm)
-    tracker = JobTracker(schedd, spec.gateway_id, spec.name, user=spec.user)
-    reconciler = Reconciler(tracker, link, GroupWorkers(workers, group), token)
+    link = link or SchedulerLink(scheduler_comm)
+    refused: set[str] = set()
+    group_specs: dict[str, WorkerGroupSpec] = {}
+
+    def reconciler_of(group: WorkerGroupSpec) -> Reconciler:
+        group_specs[group.name] = group
+        tracker = JobTracker(schedd, spec.gateway_id, spec.name, user=spec.user, group=group.name)
+        resources = dict(group.settings.worker.dask_resources)
+        return Reconciler(tracker, link, GroupWorkers(workers, group), token,
+                          group=group.name, resources=resources)  # fmt: skip
+
+    def make_group(name: str, wire: Any) -> Reconciler | None:
+        """A named group seen at the scheduler; None if its settings do not work here."""
+        try:
+            overrides = check_wire_group_spec(wire)["htcondor"]
+            settings = spec.settings.for_group(name, overrides)
+        except (SettingError, TargetFormatError) as exc:
+            if name not in refused:
+                refused.add(name)
+                logger.warning("Worker group %s of %s is left to other clients: %s",
+                               name, spec.name, exc)  # fmt: skip
+            return None
+        return reconciler_of(WorkerGroupSpec(name, settings))
+
+    reconciler = reconciler_of(group)
 
     async def remove_remaining(reason: str) -> None:
         try:
@@ -106,7 +139,7 @@ async def start_runtime(
 
     watcher = Watcher(
         spec.name, token, link, reconciler, lease, spec.settings.watch_interval,
-        state, remove_remaining, on_change, job_lease=spec.job_lease,
+        state, remove_remaining, on_change, job_lease=spec.job_lease, make_group=make_group,
     )  # fmt: skip
     try:
         reply = await watcher.renew()
@@ -121,4 +154,4 @@ async def start_runtime(
             f"the gateway's scheduler_cmd must preload it (its reply: {reply or 'none'})"
         )
     watcher.start()
-    return ClusterRuntime(spec, workers, reconciler, watcher)
+    return ClusterRuntime(spec, workers, reconciler, watcher, group_specs)

@@ -72,7 +72,7 @@ async def wait_for_workers(runtime: ClusterRuntime, n: int, timeout: float | Non
 def what_the_watcher_saw(runtime: ClusterRuntime) -> tuple[int, str, list[WorkerJob]]:
     """Joined workers, a summary of the jobs, and the active jobs, as last seen."""
     watcher, reconciler = runtime.watcher, runtime.reconciler
-    joined = len(reconciler.connected)
+    joined = sum(len(group.connected) for group in runtime.groups.values())
     silent = watcher.scheduler_silence()
     if silent is not None:
         # A scheduler on a crowded host can answer late; only one that

@@ -37,6 +37,7 @@ from .jobs import JobStatus
 from .naming import LEASE_ATTRIBUTE
 from .reconciler import Reconciler
 from .scheduler_link import CALL_TIMEOUT, SchedulerLink
+from .targets import DEFAULT_GROUP
 from .versions import VersionCheck
 
 logger = logging.getLogger(__name__)
@@ -112,11 +113,18 @@ class Watcher:
         on_change: Callable[[], None] = lambda: None,
         job_lease: int | None = None,
         clock: Any = SYSTEM_CLOCK,
+        make_group: Callable[[str, Any], Reconciler | None] | None = None,
     ) -> None:
         self.name = name
         self.token = token
         self.link = link
-        self.reconciler = reconciler
+        self.reconciler = reconciler  # the default group's
+        # Every worker group's reconciler; make_group(name, its settings on
+        # the wire) builds one for a group first seen in a reply (added by
+        # this client or another), None if it cannot be used here.
+        self.groups: dict[str, Reconciler] = {DEFAULT_GROUP: reconciler}
+        self.deleted_groups: set[str] = set()  # their jobs go; they are not listed
+        self._make_group = make_group
         self.lease = lease  # seconds; 0: this client holds no lease
         self.job_lease = lease if job_lease is None else job_lease
         self.watch_interval = watch_interval
@@ -159,6 +167,12 @@ class Watcher:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
+            # Cancelled again until it ends: Python 3.11's wait_for (the
+            # scheduler and schedd calls) can swallow a cancellation that
+            # arrives as its call completes, and the loop would go on.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -198,9 +212,23 @@ class Watcher:
         if set(unreachable) - set(self.unreachable):
             logger.warning("%s", unreachable_workers_message(self.name, unreachable))
         self.unreachable = unreachable
-        generation = reply.get("generation")
-        if generation != self.reconciler.generation:
-            self.reconciler.want_wire(reply.get("target"), generation)
+        self._follow_group(self.reconciler, reply.get("target"), reply.get("generation"))
+        for name, group in (reply.get("groups") or {}).items():
+            if group.get("deleted"):
+                self.deleted_groups.add(name)
+            else:
+                self.deleted_groups.discard(name)
+            reconciler = self.groups.get(name)
+            if reconciler is None and self._make_group is not None:
+                reconciler = self._make_group(name, group.get("spec"))
+                if reconciler is not None:
+                    self.groups[name] = reconciler
+            if reconciler is not None:
+                self._follow_group(reconciler, group.get("target"), group.get("generation"))
+
+    def _follow_group(self, reconciler: Reconciler, target: Any, generation: Any) -> None:
+        if generation != reconciler.generation:
+            reconciler.want_wire(target, generation)
             self._wake.set()
 
     async def release(self, detached_lease: int = 0) -> None:
@@ -277,7 +305,8 @@ class Watcher:
             return False
         reason = f"stopped elsewhere: the gateway reports it {state}"
         self.stopped_reason = reason
-        self.reconciler.want(None, None)
+        for reconciler in self.groups.values():
+            reconciler.want(None, None)
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -296,20 +325,31 @@ class Watcher:
                 self._round_ended.notify_all()
             self._on_change()
             period = self._job_period(self._clock.monotonic() - began)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), period)
+            await self._sleep_unless_woken(period)
+
+    async def _sleep_unless_woken(self, seconds: float) -> None:
+        # Not wait_for(): in Python 3.11 it swallows a cancellation that
+        # arrives as the wake-up does, and stop() then waits forever for
+        # a job loop that goes on (seen: a close() right after a scale()).
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({woken}, timeout=seconds)
+        finally:
+            woken.cancel()
 
     async def _look(self) -> None:
         try:
-            await self.reconciler.step(act=self.is_applier)
+            for reconciler in list(self.groups.values()):
+                await reconciler.step(act=self.is_applier)
         except TimeoutError:
             if self.scheduler_silent_since is None:
                 self.scheduler_silent_since = self._clock.monotonic()
             raise
         self.scheduler_silent_since = None
         self.lives()
-        await self.reconciler.tracker.explain_idle()
-        await self.versions.check(len(self.reconciler.tracker.joined))
+        for reconciler in list(self.groups.values()):
+            await reconciler.tracker.explain_idle()
+        await self.versions.check(sum(len(r.tracker.joined) for r in self.groups.values()))
 
     async def _attempt(self, what: str, action: Callable[[], Awaitable[None]]) -> Exception | None:
         try:
@@ -327,8 +367,8 @@ class Watcher:
             # take longer (a busy schedd), a pause of half a look between
             # them, so a slow schedd is asked less often.
             return max(HURRIED_PERIOD - last_round, last_round / 2)
-        adaptive = self.reconciler.adaptive
-        return adaptive.interval if adaptive and self.is_applier else self.watch_interval
+        intervals = [r.adaptive.interval for r in self.groups.values() if r.adaptive is not None]
+        return min(intervals) if intervals and self.is_applier else self.watch_interval
 
     @contextlib.asynccontextmanager
     async def hurried(self) -> AsyncIterator[None]:

@@ -21,7 +21,7 @@ from .errors import HTCondorError
 from .jobs import JobId, JobSelector, select_jobs
 from .schedd import ScheddMember
 from .schedd_pool import ScheddPool
-from .spec import ClusterSpec, WorkerGroupSpec
+from .spec import DEFAULT_GROUP, ClusterSpec, WorkerGroupSpec
 from .submit import credentials_job_description, worker_job_description
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class HTCondorWorkers:
                 group.settings, spec.name, spec.scheduler_address,
                 await self._spool_on(schedd).directory(),
                 user=spec.user, gateway_id=spec.gateway_id, lease=spec.job_lease or None,
-                schedd=schedd.name,
+                schedd=schedd.name, group=None if group.name == DEFAULT_GROUP else group.name,
             )  # fmt: skip
 
         job_ids = await self.schedd.submit(describe, count)

@@ -1,0 +1,142 @@
+"""Worker groups (issue 27) with the fakes: each group is its own jobs, shape and
+target, kept at the scheduler plugin, seen and kept by a second client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import pytest
+
+from htcdaskgateway.errors import SettingError
+from htcdaskgateway.jobs import JobStatus
+from htcdaskgateway.naming import GROUP_ATTRIBUTE
+from htcdaskgateway.runtime import start_runtime
+from htcdaskgateway.scaling import ScalesByTarget
+from htcdaskgateway.schedd_pool import ScheddPool
+from htcdaskgateway.settings import HTCondorSettings
+from htcdaskgateway.spec import DEFAULT_GROUP, ClusterSpec, WorkerGroupSpec
+from htcdaskgateway.targets import ScaleTarget
+
+from .conftest import make_credentials
+from .fakes import FakeSchedd, FakeSchedulerLink
+
+CLUSTER = "dask-gateway.groups1"
+GATEWAY = "http://gateway.test:8000"
+GPU = {"worker": {"gpus": 1, "memory": "8 GiB"}, "max-jobs": 4}
+
+
+class Client(ScalesByTarget):
+    """A cluster object's scaling API over a runtime built with the fakes."""
+
+    def __init__(self, runtime, token: str, settings: HTCondorSettings) -> None:
+        self._runtime, self._token, self.name = runtime, token, CLUSTER
+        self.htcondor_settings = settings
+
+
+async def open_client(schedd, link, token: str, settings: HTCondorSettings) -> Client:
+    pool = ScheddPool(None, None, None, 5.0, connect=lambda name: schedd,
+                      list_schedds=_listing(schedd), rng=random.Random(1))  # fmt: skip
+    spec = ClusterSpec(CLUSTER, "alice", GATEWAY, "tls://proxy:8786", 60, settings)
+
+    async def running() -> None:
+        return None
+
+    runtime = await start_runtime(
+        spec, WorkerGroupSpec(DEFAULT_GROUP, settings), pool, tls=make_credentials(),
+        scheduler_comm=None, token=token, lease=60, new=False, state=running,
+        on_change=lambda: None, link=link,
+    )  # fmt: skip
+    return Client(runtime, token, settings)
+
+
+def _listing(schedd):
+    async def list_schedds(constraint: str) -> list[dict]:
+        return [{"Name": schedd.name}]
+
+    return list_schedds
+
+
+def groups_of(schedd) -> list[str]:
+    """Each queued worker job's group ("default": no group attribute), sorted."""
+    found = []
+    for job in schedd.queue.values():
+        if job.ad.get("HTCDaskGatewayRole") is None and job.status is not JobStatus.REMOVED:
+            value = job.ad.get(GROUP_ATTRIBUTE)
+            found.append("default" if value is None else str(value).strip('"'))
+    return sorted(found)
+
+
+def test_a_gpu_group_beside_the_default_one_is_kept_by_a_second_client_and_deleted():
+    async def body():
+        schedd, link = FakeSchedd(), FakeSchedulerLink()
+        settings = HTCondorSettings.from_config()
+        notebook = await open_client(schedd, link, "notebook", settings)
+        other = await open_client(schedd, link, "other", settings)
+        try:
+            await notebook._set_target(ScaleTarget(2, 1000))
+            spec = {"version": 1, "htcondor": GPU}
+            await notebook._set_target(ScaleTarget(1, 4), "gpu", spec)
+            assert groups_of(schedd) == ["default", "default", "gpu"]
+            (gpu_job,) = [d for d in schedd.descriptions if "request_gpus" in d]
+            assert gpu_job["request_gpus"] == "1" and gpu_job["request_memory"] == "8192"
+            assert "--resources GPU=1" in gpu_job["arguments"]
+            # The second client hears of the group at its next renewal.
+            await other._runtime.watcher.renew()
+            assert set(other.worker_groups) == {"default", "gpu"}
+            assert other.worker_groups["gpu"] == ScaleTarget(1, 4)
+            assert other._group_settings("gpu")[0].worker.gpus == 1
+            gpu_jobs = await other._runtime.groups["gpu"].tracker.refresh()
+            assert len(gpu_jobs) == 1, "the group's jobs, and only those"
+            # The other client, now the applier, keeps the group's count.
+            await other._set_target(ScaleTarget(2, 4), "gpu")
+            assert groups_of(schedd) == ["default", "default", "gpu", "gpu"]
+            # Beyond the group's max-jobs: refused before anything is set.
+            with pytest.raises(SettingError, match="max-jobs allows 4"):
+                other.scale(5, worker_group="gpu")
+            await other._delete_group("gpu")
+            assert groups_of(schedd) == ["default", "default"], "the default group's jobs stay"
+            await notebook._runtime.watcher.renew()
+            assert set(notebook.worker_groups) == {"default"}
+            with pytest.raises(SettingError, match="No worker group 'gpu'"):
+                notebook.scale(1, worker_group="gpu")
+        finally:
+            for client in (notebook, other):
+                await client._runtime.watcher.stop()
+
+    asyncio.run(body())
+
+
+def test_an_operators_preset_is_added_by_name_and_an_unknown_group_is_refused():
+    settings = HTCondorSettings.from_config({"worker-groups": {"gpu": GPU}})
+    client = Client(None, "t", settings)
+    group_settings, spec = client._group_settings("gpu")
+    assert group_settings.max_jobs == 4 and spec == {"version": 1, "htcondor": GPU}
+    with pytest.raises(SettingError, match=r"No worker group 'big'.*presets are gpu"):
+        client._group_settings("big")
+    with pytest.raises(SettingError, match="Not a worker group name"):
+        client._group_settings("Big")
+
+
+def test_a_group_whose_settings_this_client_refuses_is_left_to_others(caplog):
+    async def body():
+        schedd, link = FakeSchedd(), FakeSchedulerLink()
+        settings = HTCondorSettings.from_config()
+        refusing = await open_client(schedd, link, "refusing", settings)
+        try:
+            # Stored by another client (the plugin checks only its form).
+            bad = {"version": 1, "htcondor": {"submit": {"attributes": {"Cmd": '"/bin/sh"'}}}}
+            link.plugin.set_target("someone", {"kind": "scale", "n": 1, "cap": 9, "version": 1},
+                                   30, group="odd", spec=bad)  # fmt: skip
+            with caplog.at_level(logging.WARNING):
+                for _ in range(3):
+                    await refusing._runtime.watcher.renew()
+            assert "odd" not in refusing._runtime.groups
+            said = [r for r in caplog.records if "Worker group odd" in r.getMessage()]
+            assert len(said) == 1 and "Cmd" in said[0].getMessage()
+            assert groups_of(schedd) == [], "nothing submitted for it"
+        finally:
+            await refusing._runtime.watcher.stop()
+
+    asyncio.run(body())
