@@ -397,3 +397,26 @@ def test_the_schedulers_silence_is_measured_on_the_injected_clock():
         return silence
 
     assert run(body()) is None
+
+
+def test_stop_right_after_a_wake_up_ends_the_loops():
+    """Python 3.11's wait_for swallows a cancellation that arrives as the
+    awaited event is set: stop() right after wake() (a close() right after
+    a scale()) then waited forever for the job loop."""
+    from .test_reconciler import _watcher, make
+
+    async def body():
+        _, link, reconciler = make()
+        watcher = _watcher(reconciler, link, "alice", lease=60, interval=30)
+        watcher.start()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            watcher.wake()
+            await asyncio.sleep(0)  # the job loop's wait_for sees its event set ...
+            stopping = asyncio.ensure_future(watcher.stop())  # ... and the cancel
+            done, _ = await asyncio.wait({stopping}, timeout=5)
+            assert done, "stop() did not end"
+            watcher.start()
+        await watcher.stop()
+
+    asyncio.run(body())

@@ -295,8 +295,17 @@ class Watcher:
                 self._round_ended.notify_all()
             self._on_change()
             period = self._job_period(self._clock.monotonic() - began)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), period)
+            await self._sleep_unless_woken(period)
+
+    async def _sleep_unless_woken(self, seconds: float) -> None:
+        # Not wait_for(): in Python 3.11 it swallows a cancellation that
+        # arrives as the wake-up does, and stop() then waits forever for
+        # a job loop that goes on (seen: a close() right after a scale()).
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({woken}, timeout=seconds)
+        finally:
+            woken.cancel()
 
     async def _look(self) -> None:
         try:
