@@ -159,6 +159,12 @@ class Watcher:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
+            # Cancelled again until it ends: Python 3.11's wait_for (the
+            # scheduler and schedd calls) can swallow a cancellation that
+            # arrives as its call completes, and the loop would go on.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
