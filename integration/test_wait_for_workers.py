@@ -127,11 +127,13 @@ def test_workers_the_scheduler_cannot_dial_back_are_named_with_the_setting(
     wrong = worker[setting]
     astray = HTCGateway(htcondor={"worker": {**worker, "death-timeout": 20}})
     cluster = astray.new_cluster()
+    # One worker per execute node can listen on a contact address's port.
+    n = 1 if setting == "contact-address" else 2
     try:
-        cluster.scale(2)
+        cluster.scale(n)
         started = time.monotonic()
         try:
-            cluster.wait_for_workers(2, timeout=120)
+            cluster.wait_for_workers(n, timeout=120)
         except GatewayClusterError as exc:
             told = str(exc)
         else:  # both joined before the scheduler's dial failed: the watcher says it
@@ -147,7 +149,7 @@ def test_workers_the_scheduler_cannot_dial_back_are_named_with_the_setting(
             )
         record_figure(
             f"workers the scheduler cannot dial back (worker.{setting} {wrong}): said "
-            f"{time.monotonic() - started:.1f} s after scale(2)"
+            f"{time.monotonic() - started:.1f} s after scale({n})"
         )
         assert f"The scheduler of {cluster.name} cannot reach" in told, told
         assert f"{wrong.removeprefix('tls://')}" in told, told
