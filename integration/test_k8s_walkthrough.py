@@ -38,6 +38,7 @@ from conftest import (
     kubectl,
     nothing_queued,
     queue,
+    remove_release,
     wait_for,
     worker_name_of,
 )
@@ -228,6 +229,4 @@ def test_the_operators_walkthrough_as_written(auth, record_figure):
     finally:
         if analyst is not None:
             analyst.end()
-        if helm("status", release, "--namespace", namespace).returncode == 0:
-            helm("uninstall", release, "--namespace", namespace, "--wait")
-        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=300)
+        remove_release(release, namespace)
