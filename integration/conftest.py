@@ -335,3 +335,10 @@ def helm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["helm", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def remove_release(release: str, namespace: str, *helm_args: str) -> None:
+    """A test release's end whatever happened: uninstalled if still there, its namespace gone."""
+    if helm("status", release, "--namespace", namespace).returncode == 0:
+        helm("uninstall", release, "--namespace", namespace, "--wait", *helm_args)
+    kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=300)

@@ -40,7 +40,7 @@ import docker
 import htcondor2
 from dask_gateway.client import ClusterStatus
 from distributed import Client
-from distributed.client import FutureCancelledError
+from distributed.client import FutureCancelledError, futures_of
 from docker.models.containers import Container
 
 from htcdaskgateway import HTCGateway, HTCGatewayCluster
@@ -260,7 +260,7 @@ class Soak:
                 # the proxy too: when it breaks, distributed cancels every
                 # future of the client ("re-run your work"), as an analyst
                 # then does. Counted apart; a second failure is a loss.
-                if attempt == 2 or exc.reason != "scheduler-connection-lost":
+                if attempt == 2 or not self._connection_broke(exc):
                     self._lost(exc)
                     return
                 self.report.rerun += 1
@@ -277,9 +277,32 @@ class Soak:
         assert self.client is not None
         return self.client.submit(sum, range(n), pure=False).result(RESULT_DEADLINE)
 
+    def _connection_broke(self, exc: FutureCancelledError) -> bool:
+        """Whether the client's futures were cancelled because its connection broke.
+
+        Broken during a computation, that computation's future says so.
+        Broken between two, the persisted data's futures were cancelled
+        then, and the scheduler forgot their keys: the next graph that uses
+        them is cancelled for "lost dependencies" (a 60-minute run counted
+        each later computation on that data as lost).
+        """
+        if exc.reason == "scheduler-connection-lost":
+            return True
+        if exc.reason != "lost dependencies" or self.data is None:
+            return False
+        for future in futures_of(self.data):
+            try:
+                future.result(timeout=0)
+            except FutureCancelledError as persisted:
+                if persisted.reason == "scheduler-connection-lost":
+                    return True
+            except Exception:
+                continue
+        return False
+
     def _lost(self, exc: BaseException) -> None:
         self.report.lost += 1
-        self.report.notes.append(f"lost: {exc!r}")
+        self.report.notes.append(f"lost: {type(exc).__name__}: {exc}")
 
     def _persist(self) -> None:
         assert self.client is not None

@@ -28,6 +28,7 @@ from conftest import (
     plain_http,
     queue,
     release_ports,
+    remove_release,
     wait_for,
     worker_name_of,
 )
@@ -220,9 +221,7 @@ def test_uninstall_of_a_release_whose_image_cannot_start_ends_in_time_and_leaves
             "(timeout 120 s), nothing left (no hook Job, no test pod)"
         )
     finally:
-        if helm("status", release, "--namespace", namespace).returncode == 0:
-            helm("uninstall", release, "--namespace", namespace, "--no-hooks", "--timeout", "60s")
-        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true")
+        remove_release(release, namespace, "--no-hooks", "--timeout", "60s")
 
 
 def test_helm_upgrade_from_the_previous_chart_keeps_its_running_cluster(record_figure):
@@ -289,6 +288,4 @@ def test_helm_upgrade_from_the_previous_chart_keeps_its_running_cluster(record_f
     finally:
         for opened in reversed(gateways):
             opened.close()
-        if helm("status", release, "--namespace", namespace).returncode == 0:
-            helm("uninstall", release, "--namespace", namespace, "--wait")
-        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true")
+        remove_release(release, namespace)

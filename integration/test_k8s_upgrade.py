@@ -34,6 +34,7 @@ from conftest import (
     nothing_queued,
     queue,
     release_ports,
+    remove_release,
     wait_for,
     worker_name_of,
 )
@@ -76,9 +77,7 @@ def fresh_release(release: str, web: int, tcp: int) -> Iterator[HTCGateway]:
     finally:
         if gateway is not None:
             gateway.close()
-        if helm("status", release, "--namespace", namespace).returncode == 0:
-            helm("uninstall", release, "--namespace", namespace, "--wait")
-        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=300)
+        remove_release(release, namespace)
 
 
 def _lists(gateway: HTCGateway) -> bool:

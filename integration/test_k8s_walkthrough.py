@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask.config
 import pytest
 import yaml
 
@@ -38,6 +39,7 @@ from conftest import (
     kubectl,
     nothing_queued,
     queue,
+    remove_release,
     wait_for,
     worker_name_of,
 )
@@ -119,9 +121,16 @@ def analyst_env(client_config: str, auth: str, worker_host: str) -> Iterator[dic
     """The analyst's environment: the ConfigMap's file and the pool's settings, nothing preset."""
     with tempfile.TemporaryDirectory() as config_dir:
         Path(config_dir, "htcdaskgateway.yaml").write_text(client_config)
-        # README step 6: "plus the pool's settings"; the rig's execute
+        # README step 6: "plus the pool's settings", as the facility gives
+        # them: here the test pool's (schedd, small slots), which the
+        # analyst container presets, and worker.host: the rig's execute
         # node has several addresses, the scheduler pods reach this one.
-        pool = {"gateway": {"htcondor": {"worker": {"host": worker_host, "death-timeout": 10}}}}
+        presets = {k: v for k, v in os.environ.items()
+                   if k.startswith("DASK_GATEWAY__HTCONDOR__") and "API_CA" not in k}  # fmt: skip
+        pool = dask.config.collect_env(presets)
+        pool["gateway"]["htcondor"].setdefault("worker", {}).update(
+            {"host": worker_host, "death-timeout": 10}
+        )
         Path(config_dir, "pool.yaml").write_text(yaml.safe_dump(pool))
         env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_GATEWAY__")}
         env["DASK_CONFIG"] = config_dir
@@ -228,6 +237,4 @@ def test_the_operators_walkthrough_as_written(auth, record_figure):
     finally:
         if analyst is not None:
             analyst.end()
-        if helm("status", release, "--namespace", namespace).returncode == 0:
-            helm("uninstall", release, "--namespace", namespace, "--wait")
-        kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=300)
+        remove_release(release, namespace)

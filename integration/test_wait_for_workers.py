@@ -107,28 +107,33 @@ def test_workers_that_cannot_reach_the_scheduler_end_the_wait_with_why(gateway, 
         lost.close()
 
 
-# A worker address its scheduler cannot dial: loopback port 9 (nothing
-# listens) anywhere; on the rig also the most likely mistake, worker.host
-# 127.0.0.1, which the scheduler pod dials on its own loopback.
-WRONG_WORKER_ADDRESSES = [("contact-address", "tls://127.0.0.1:9")] + (
-    [("host", "127.0.0.1")] if TARGET == "k8s" else []
-)
+# A worker address its scheduler cannot dial. Anywhere: a contact address
+# (NAT) where nothing listens: the worker listens on loopback 127.0.0.3 and
+# gives 127.0.0.2, with the port it listens on. On the rig also the most
+# likely mistake, worker.host 127.0.0.1, which the scheduler pod dials on
+# its own loopback.
+WRONG_WORKER_ADDRESSES = [
+    ("contact-address", {"host": "127.0.0.3", "contact-address": "tls://127.0.0.2:47913"})
+] + ([("host", {"host": "127.0.0.1"})] if TARGET == "k8s" else [])
 
 
-@pytest.mark.parametrize(("setting", "wrong"), WRONG_WORKER_ADDRESSES)
+@pytest.mark.parametrize(("setting", "worker"), WRONG_WORKER_ADDRESSES)
 def test_workers_the_scheduler_cannot_dial_back_are_named_with_the_setting(
-    gateway, record_figure, caplog, setting, wrong
+    gateway, record_figure, caplog, setting, worker
 ):
     # Issue 30, point 2: workers that reach their scheduler but give it an
     # address it cannot dial join all the same, and a computation on them
     # would hang at its first gather ("Couldn't gather keys") unexplained.
-    astray = HTCGateway(htcondor={"worker": {setting: wrong}})
+    wrong = worker[setting]
+    astray = HTCGateway(htcondor={"worker": {**worker, "death-timeout": 20}})
     cluster = astray.new_cluster()
+    # One worker per execute node can listen on a contact address's port.
+    n = 1 if setting == "contact-address" else 2
     try:
-        cluster.scale(2)
+        cluster.scale(n)
         started = time.monotonic()
         try:
-            cluster.wait_for_workers(2, timeout=120)
+            cluster.wait_for_workers(n, timeout=120)
         except GatewayClusterError as exc:
             told = str(exc)
         else:  # both joined before the scheduler's dial failed: the watcher says it
@@ -144,10 +149,11 @@ def test_workers_the_scheduler_cannot_dial_back_are_named_with_the_setting(
             )
         record_figure(
             f"workers the scheduler cannot dial back (worker.{setting} {wrong}): said "
-            f"{time.monotonic() - started:.1f} s after scale(2)"
+            f"{time.monotonic() - started:.1f} s after scale({n})"
         )
         assert f"The scheduler of {cluster.name} cannot reach" in told, told
-        assert "127.0.0.1:" in told and "gateway.htcondor.worker.host" in told, told
+        assert f"{wrong.removeprefix('tls://')}" in told, told
+        assert "gateway.htcondor.worker.host" in told, told
     finally:
         cluster.shutdown()
         astray.close()

@@ -82,3 +82,22 @@ def test_public_names_import_on_first_use():
 
     assert htcdaskgateway.HTCGateway.__name__ == "HTCGateway"
     assert set(htcdaskgateway.__all__) <= set(dir(htcdaskgateway))
+
+
+def test_a_contact_address_comes_with_the_listen_address_dask_worker_requires():
+    """dask worker refuses --contact-address without --listen-address (and
+    --listen-address beside --host): the worker exited at once (issue 30)."""
+    from htcdaskgateway.worker import parse_args, worker_command
+
+    base = ["--scheduler-address", "tls://proxy:8786", "--sni", "s", "--name", "htc-1.0"]
+    command = worker_command(parse_args([*base, "--contact-address", "tls://203.0.113.5:40001"]))
+    assert command[command.index("--listen-address") + 1] == "tls://0.0.0.0:40001"
+    assert "--host" not in command
+    command = worker_command(
+        parse_args([*base, "--host", "10.0.0.7", "--contact-address", "tls://nat.example:40001"])
+    )
+    assert command[command.index("--listen-address") + 1] == "tls://10.0.0.7:40001"
+    assert "--host" not in command
+    assert command[command.index("--contact-address") + 1] == "tls://nat.example:40001"
+    command = worker_command(parse_args([*base, "--host", "10.0.0.7"]))
+    assert command[command.index("--host") + 1] == "10.0.0.7"

@@ -65,15 +65,31 @@ def worker_command(args: argparse.Namespace) -> list[str]:
         "--no-nanny",
         "--no-dashboard",
     ]  # fmt: skip
-    if args.host:
-        command += ["--host", args.host]
     if args.contact_address:
-        command += ["--contact-address", args.contact_address]
+        # dask worker takes a contact address only with a listen address
+        # (and then no --host): it listens on the contact address's port,
+        # on worker.host or every interface, as port forwarding to the
+        # same port behind NAT has it.
+        command += [
+            "--listen-address", listen_address(args.contact_address, args.host),
+            "--contact-address", args.contact_address,
+        ]  # fmt: skip
+    elif args.host:
+        command += ["--host", args.host]
     if args.lifetime:
         command += ["--lifetime", f"{args.lifetime}s"]
     if args.resources:
         command += ["--resources", args.resources]
     return command + list(args.extra)
+
+
+def listen_address(contact_address: str, host: str | None) -> str:
+    """Where a worker behind ``contact_address`` listens: that port, on ``host`` or everywhere."""
+    scheme, _, rest = contact_address.rpartition("://")
+    port = rest.rpartition(":")[2]
+    if not port.isdigit():
+        sys.exit(f"htcdaskgateway-worker: the contact address {contact_address} names no port")
+    return f"{scheme or 'tls'}://{host or '0.0.0.0'}:{port}"
 
 
 def tls_environment(cert: Path, key: Path) -> dict[str, str]:

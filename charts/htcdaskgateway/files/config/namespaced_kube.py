@@ -217,8 +217,14 @@ class ReleaseOwnedClusters(Configurable):
 
     async def setup(self, app: Any) -> None:
         await super().setup(app)  # type: ignore[misc]
-        if self.cluster_owner:
+        if not self.cluster_owner:
+            return
+        try:
             await self._adopt_clusters()
+        except Exception:
+            # The API serves all the same; such clusters outlive helm uninstall.
+            self.log.exception("Could not give the existing clusters to ConfigMap %s",
+                               self.cluster_owner)  # fmt: skip
 
     async def _adopt_clusters(self) -> None:
         """Give the owner the clusters made before it existed (a chart without it)."""
@@ -232,9 +238,15 @@ class ReleaseOwnedClusters(Configurable):
             if any(owner.get("uid") == reference["uid"] for owner in owners):
                 continue
             name = cluster["metadata"]["name"]
+            # A JSON patch, as upstream's own patches: the client sends any
+            # body as one (its first content type), and a dict is refused.
+            if owners:
+                patch = [{"op": "add", "path": "/metadata/ownerReferences/-", "value": reference}]
+            else:
+                patch = [{"op": "add", "path": "/metadata/ownerReferences", "value": [reference]}]
             await self.custom_client.patch_namespaced_custom_object(
                 "gateway.dask.org", self.crd_version, self.cluster_owner_namespace,
-                "daskclusters", name, {"metadata": {"ownerReferences": [*owners, reference]}},
+                "daskclusters", name, patch,
             )  # fmt: skip
             self.log.info("DaskCluster %s now belongs to ConfigMap %s", name, self.cluster_owner)
 
