@@ -27,7 +27,13 @@ from htcdaskgateway.jobs import (
     WorkerJob,
     input_directory,
 )
-from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE, worker_name
+from htcdaskgateway.naming import (
+    CLUSTER_ATTRIBUTE,
+    GROUP_ATTRIBUTE,
+    LEASE_ATTRIBUTE,
+    USER_ATTRIBUTE,
+    worker_name,
+)
 from htcdaskgateway.scheduler_plugin import KeepHTCondorWorkers
 from htcdaskgateway.versions import local_versions
 
@@ -171,6 +177,7 @@ class FakeSchedd:
                 hold_reason_code=job.hold_reason_code,
                 user=job.ad.get(USER_ATTRIBUTE),
                 credentials_directory=input_directory(job.ad.get("TransferInput")),
+                group=job.ad.get(GROUP_ATTRIBUTE) or "default",
             )
             for job in sorted(self._matching(constraint), key=lambda j: j.job_id.sort_key)
         ]

@@ -15,6 +15,7 @@ from ._version import __version__
 from .errors import HTCondorError, SettingError
 from .gateway import HTCGateway
 from .jobs import JobStatus, WorkerJob, count_by_status
+from .targets import DEFAULT_GROUP
 
 # `status` shows at most this many of a cluster's jobs that ended this recently.
 ENDED_SHOWN = 5
@@ -67,12 +68,17 @@ def status(name: str) -> None:
         )
     click.echo(f"cluster {name}: {report.status.name}")
     click.echo(f"jobs: idle/running/held {_counts(jobs)}")
+    groups = sorted({job.group for job in jobs})
+    if groups != [DEFAULT_GROUP] and jobs:
+        for group in groups:
+            click.echo(f"  group {group}: {_counts([j for j in jobs if j.group == group])}")
     for job in jobs:
         reason = job.hold_reason
         if job.status is JobStatus.IDLE:
             reason = idle_reasons.get((job.job_id.schedd, job.job_id.cluster))
         click.echo(
-            f"  {job.job_id:<12} {job.status.name.lower()}" + (f"  ({reason})" if reason else "")
+            f"  {job.job_id:<12} {job.group:<10} {job.status.name.lower()}"
+            + (f"  ({reason})" if reason else "")
         )
     if ended:
         click.echo(f"ended in the last {RECENT // 60} minutes (newest first):")
@@ -83,15 +89,19 @@ def status(name: str) -> None:
 @main.command()
 @click.argument("name")
 @click.argument("n", type=click.IntRange(min=0))
-def scale(name: str, n: int) -> None:
-    """Scale cluster NAME to N worker jobs, and keep it there.
+@click.option(
+    "--group", "-g", default=None, help="a worker group of the cluster (default: its own)"
+)
+def scale(name: str, n: int, group: str | None) -> None:
+    """Scale cluster NAME (or its worker group) to N worker jobs, and keep it there.
 
     The target is kept by the cluster's scheduler: an open client of the
     cluster (a notebook) replaces jobs lost later.
     """
     with HTCGateway() as gateway, gateway.connect(name) as cluster:
-        cluster.scale(n)
-    click.echo(f"cluster {name}: scaled to {n} worker jobs (the cluster keeps this target)")
+        cluster.scale(n, worker_group=group)
+    where = f"cluster {name}" + (f", group {group}" if group else "")
+    click.echo(f"{where}: scaled to {n} worker jobs (the cluster keeps this target)")
 
 
 @main.command()

@@ -228,7 +228,10 @@ class HTCGatewayCluster(ScalesByTarget, ShownWithJobs, OwnGatewayCluster):
 
     def job_table(self) -> list[dict[str, str]]:
         """The cluster's jobs as last seen: id, state and why it is idle or held."""
-        return [] if self._tracker is None else view.job_rows(self._tracker)
+        runtime = self._runtime
+        if runtime is None:
+            return []
+        return [row for group in runtime.groups.values() for row in view.job_rows(group.tracker)]
 
     def wait_for_workers(self, n: int, timeout: float | None = None) -> Any:
         """Wait until ``n`` workers have joined, showing the jobs' progress.

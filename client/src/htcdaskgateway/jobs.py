@@ -116,6 +116,7 @@ class WorkerJob:
     # Held because its credentials job left the queue before the job started:
     # the reconciler replaces it (``JobTracker.refresh`` decides).
     credentials_lost: bool = False
+    group: str = DEFAULT_GROUP  # the worker group the job belongs to
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "job_id", JobId(self.job_id))
@@ -379,7 +380,8 @@ class JobTracker:
         job_ids = list(job_ids)
         # Watched from now on, so a job that fails before the next look is noticed.
         self._last_seen.update(dict.fromkeys(job_ids, self._clock.time()))
-        self.table = [*self.table, *(WorkerJob(job_id, JobStatus.IDLE) for job_id in job_ids)]
+        group = self.group or DEFAULT_GROUP
+        self.table = [*self.table, *(WorkerJob(j, JobStatus.IDLE, group=group) for j in job_ids)]
 
     @property
     def awaited(self) -> set[JobId]:

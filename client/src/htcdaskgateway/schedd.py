@@ -19,11 +19,12 @@ from .condor_calls import CondorCallError
 from .errors import HTCondorError, ScheddUnavailableError, SubmitError
 from .helper_process import HelperProcess
 from .jobs import EndedJob, JobId, JobStatus, QueuedCredentials, WorkerJob, input_directory
-from .naming import CLUSTER_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE
+from .naming import CLUSTER_ATTRIBUTE, GROUP_ATTRIBUTE, LEASE_ATTRIBUTE, USER_ATTRIBUTE
+from .targets import DEFAULT_GROUP
 
 _PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode", "LastRejMatchReason",
-    "ServerTime", "TransferInput", CLUSTER_ATTRIBUTE, USER_ATTRIBUTE,
+    "ServerTime", "TransferInput", CLUSTER_ATTRIBUTE, USER_ATTRIBUTE, GROUP_ATTRIBUTE,
 ]  # fmt: skip
 _HISTORY_PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "ExitCode", "ExitBySignal", "ExitSignal",
@@ -172,6 +173,7 @@ class ScheddClient:
                 user=ad.get(USER_ATTRIBUTE),
                 last_rejection=ad.get("LastRejMatchReason"),
                 credentials_directory=input_directory(ad.get("TransferInput")),
+                group=ad.get(GROUP_ATTRIBUTE) or DEFAULT_GROUP,
             )
             for ad in ads
         ]

@@ -22,7 +22,8 @@ def job_rows(tracker: JobTracker) -> list[dict[str, str]]:
         status = job.status.name.lower()
         if job.job_id.schedd in unreachable:
             status += " (schedd not answering)"
-        rows.append({"job": str(job.job_id), "status": status, "reason": tracker.reason(job)})
+        rows.append({"job": str(job.job_id), "group": job.group, "status": status,
+                     "reason": tracker.reason(job)})  # fmt: skip
     return rows
 
 
