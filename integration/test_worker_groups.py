@@ -1,0 +1,124 @@
+"""Worker groups on the stack (issue 27): a GPU group on the pool's simulated
+GPUs beside the default group, each scaled and adapted on its own, kept at
+the scheduler for a second client and the CLI.
+
+The test pool advertises two simulated GPUs (integration/pool/test-pool.conf):
+HTCondor matches request_gpus to them and hands the job their ids.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from distributed import get_worker
+
+from conftest import queue, wait_for
+from htcdaskgateway import HTCGateway, SettingError
+
+GPU = {"gpus": 1, "memory": "1 GiB"}
+
+
+def assigned_gpus() -> tuple[str, str]:
+    """Inside a task: the worker's name and the GPUs HTCondor assigned its job."""
+    import os
+
+    return get_worker().name, os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def jobs_by_group(cluster_name: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ad in queue(cluster_name, ["HTCDaskGatewayGroup", "JobStatus"]):
+        group = ad.get("HTCDaskGatewayGroup", "default")
+        counts[group] = counts.get(group, 0) + 1
+    return counts
+
+
+def test_a_gpu_group_beside_the_default_one_runs_gpu_tasks_only_there(new_cluster, record_figure):
+    cluster = new_cluster()
+    cluster.scale(2)
+    started = time.monotonic()
+    cluster.add_worker_group("gpu", 1, **GPU)
+    cluster.wait_for_workers(3, timeout=180)
+    record_figure(f"default 2 + gpu 1 workers joined in {time.monotonic() - started:.1f} s")
+    assert jobs_by_group(cluster.name) == {"default": 2, "gpu": 1}
+    client = cluster.get_client()
+    (gpu_job,) = [row for row in cluster.job_table() if row["group"] == "gpu"]
+
+    # Annotated tasks run only on the GPU worker and see its device id.
+    seen = client.gather(
+        [client.submit(assigned_gpus, resources={"GPU": 1}, pure=False) for _ in range(4)]
+    )
+    assert {name for name, _ in seen} == {f"htc-{gpu_job['job']}"}, seen
+    devices = {device for _, device in seen}
+    assert len(devices) == 1 and devices.pop().startswith("GPU-"), seen
+
+    # Unannotated tasks use every worker.
+    def where(_: int) -> str:
+        time.sleep(0.3)
+        return get_worker().name
+
+    names = set(client.gather(client.map(where, range(30), pure=False)))
+    assert len(names) == 3, names
+
+    # Beyond the group's max-jobs (its preset's or the cluster's): refused.
+    with pytest.raises(SettingError):
+        cluster.scale(10_000, worker_group="gpu")
+    cluster.delete_worker_group("gpu")
+    wait_for(lambda: jobs_by_group(cluster.name) == {"default": 2}, "the gpu group's job to go", 60)
+
+
+def test_a_gpu_group_adapts_from_zero_with_gpu_tasks_and_back(new_cluster, record_figure):
+    cluster = new_cluster()
+    cluster.scale(1)
+    cluster.add_worker_group("gpu", 0, **GPU)
+    cluster.adapt(0, 2, worker_group="gpu", interval="1s", wait_count=2)
+    cluster.wait_for_workers(1, timeout=120)
+    client = cluster.get_client()
+    time.sleep(3)
+    assert jobs_by_group(cluster.name) == {"default": 1}, "nothing needs a GPU yet"
+
+    started = time.monotonic()
+    tasks = [client.submit(time.sleep, 8, resources={"GPU": 1}, pure=False) for _ in range(2)]
+    wait_for(lambda: jobs_by_group(cluster.name).get("gpu", 0) >= 1, "the gpu group to grow", 60)
+    grown = time.monotonic() - started
+    client.gather(tasks)
+    wait_for(lambda: "gpu" not in jobs_by_group(cluster.name), "the gpu group back to 0", 90)
+    record_figure(
+        f"adapt(0, 2, worker_group='gpu'): grew {grown:.1f} s after 2 GPU tasks, back to 0 "
+        f"{time.monotonic() - started:.1f} s after they were submitted"
+    )
+    assert jobs_by_group(cluster.name) == {"default": 1}, "the default group unchanged"
+
+
+def test_a_gpu_group_the_pool_cannot_hold_says_why_it_waits(new_cluster):
+    cluster = new_cluster()
+    cluster.add_worker_group("big", 1, gpus=3)  # the pool has 2
+    wait_for(
+        lambda: any(
+            row["group"] == "big" and "GPU" in (row["reason"] or "") for row in cluster.job_table()
+        ),
+        "the idle reason to name the GPUs",
+        60,
+    )
+
+
+def test_a_second_client_and_the_cli_see_and_keep_each_groups_target(new_cluster):
+    cluster = new_cluster()
+    cluster.scale(1)
+    cluster.add_worker_group("gpu", 1, **GPU)
+    cluster.wait_for_workers(2, timeout=120)
+    with HTCGateway() as other, other.connect(cluster.name) as again:
+        assert set(again.worker_groups) == {"default", "gpu"}
+        again.scale(2, worker_group="gpu")
+    wait_for(lambda: jobs_by_group(cluster.name).get("gpu") == 2, "2 gpu jobs", 60)
+    subprocess.run(
+        ["htcdaskgateway", "scale", cluster.name, "0", "--group", "gpu"], check=True, timeout=120
+    )
+    wait_for(lambda: "gpu" not in jobs_by_group(cluster.name), "the gpu jobs to go", 60)
+    status = subprocess.run(
+        ["htcdaskgateway", "status", cluster.name], capture_output=True, text=True, check=True
+    ).stdout
+    assert "idle/running/held" in status
+    assert jobs_by_group(cluster.name) == {"default": 1}
