@@ -22,7 +22,10 @@ def test_no_worker_pods_for_htcondor_clusters(rendered: Rendered) -> None:
     assert '"--preload", "htcdaskgateway.scheduler_plugin"' in config
     for key in re.findall(r"^c\.KubeClusterConfig\.(worker_\w+)", config, re.M):
         assert key == "worker_cmd", f"worker pod setting {key} in the gateway config"
-    assert not any(k.startswith("worker") for k in rendered.chart_values()["cluster"])
+    # (workerGroups: presets of HTCondor job shapes, not pods)
+    assert not any(
+        k.startswith("worker") and k != "workerGroups" for k in rendered.chart_values()["cluster"]
+    )
 
 
 def test_proxy_exposed_outside_the_cluster(rendered: Rendered) -> None:
@@ -73,6 +76,9 @@ def test_public_address_reaches_the_analysts(rendered: Rendered) -> None:
     assert config["address"].startswith(f"{scheme}://{host}:")
     if public["tcpPort"]:
         assert config["proxy-address"] == f"tls://{host}:{public['tcpPort']}"
+    # The operator's worker group presets, as the client reads them.
+    presets = rendered.chart_values()["cluster"]["workerGroups"]
+    assert config["htcondor"].get("worker-groups", {}) == presets
 
 
 def test_no_secret_in_any_configmap(rendered: Rendered, runtime_secrets: dict[str, str]) -> None:

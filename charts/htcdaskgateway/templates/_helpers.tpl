@@ -164,6 +164,11 @@ gateway:
     api-ca: |
       {{- $ca | trim | nindent 6 }}
     {{- end }}
+    {{- with .Values.cluster.workerGroups }}
+    # The operator's worker group presets: scale(n, worker_group=NAME).
+    worker-groups:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
 {{- end -}}
 
 {{/* Cluster-scoped objects (ClusterRoles) carry the namespace: releases of the same name may live in several namespaces. */}}
