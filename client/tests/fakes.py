@@ -249,6 +249,7 @@ class FakeSchedulerLink:
     def __init__(self, plugin: KeepHTCondorWorkers | None = None) -> None:
         self.plugin = plugin or KeepHTCondorWorkers()
         self.workers: set[JobId] = set()  # jobs whose workers joined
+        self.pods: set[str] = set()  # the gateway's own workers that joined (pods)
         self.adaptive_wanted = 0
         # Workers wanted by a group offering these resources (sorted names).
         self.adaptive_wanted_by_resources: dict[tuple[str, ...], int] = {}
@@ -306,6 +307,10 @@ class FakeSchedulerLink:
             "scheduler": self.scheduler_versions or mine,
             "workers": {worker_name(j): self.worker_versions.get(j, mine) for j in self.workers},
         }
+
+    async def pod_workers(self) -> set[str]:
+        self._check()
+        return set(self.pods)
 
     async def jobs_to_close(self, n: int, among: list[JobId] | None = None) -> list[JobId]:
         self._check()

@@ -35,7 +35,7 @@ class Client(ScalesByTarget):
         self.htcondor_settings = settings
 
 
-async def open_client(schedd, link, token: str, settings: HTCondorSettings) -> Client:
+async def open_client(schedd, link, token: str, settings: HTCondorSettings, gateway=None) -> Client:
     pool = ScheddPool(None, None, None, 5.0, connect=lambda name: schedd,
                       list_schedds=_listing(schedd), rng=random.Random(1))  # fmt: skip
     spec = ClusterSpec(CLUSTER, "alice", GATEWAY, "tls://proxy:8786", 60, settings)
@@ -46,7 +46,7 @@ async def open_client(schedd, link, token: str, settings: HTCondorSettings) -> C
     runtime = await start_runtime(
         spec, WorkerGroupSpec(DEFAULT_GROUP, settings), pool, tls=make_credentials(),
         scheduler_comm=None, token=token, lease=60, new=False, state=running,
-        on_change=lambda: None, link=link,
+        on_change=lambda: None, link=link, pods=None if gateway is None else gateway.calls(),
     )  # fmt: skip
     return Client(runtime, token, settings)
 
@@ -138,5 +138,61 @@ def test_a_group_whose_settings_this_client_refuses_is_left_to_others(caplog):
             assert groups_of(schedd) == [], "nothing submitted for it"
         finally:
             await refusing._runtime.watcher.stop()
+
+    asyncio.run(body())
+
+
+class FakeGateway:
+    """The gateway's scale and adapt of one cluster, recorded."""
+
+    def __init__(self) -> None:
+        self.calls_made: list[tuple] = []
+
+    def calls(self):
+        from htcdaskgateway.runtime import PodCalls
+
+        async def scale(n: int) -> None:
+            self.calls_made.append(("scale", n))
+
+        async def adapt(minimum: int, maximum: int) -> None:
+            self.calls_made.append(("adapt", minimum, maximum))
+
+        return PodCalls(scale, adapt)
+
+
+def test_a_pod_group_hands_its_target_to_the_gateway_once_and_beside_htcondor_jobs():
+    from htcdaskgateway.targets import AdaptTarget
+
+    async def body():
+        schedd, link = FakeSchedd(), FakeSchedulerLink()
+        settings = HTCondorSettings.from_config()
+        gateway, seen_by_other = FakeGateway(), FakeGateway()
+        notebook = await open_client(schedd, link, "notebook", settings, gateway)
+        other = await open_client(schedd, link, "other", settings, seen_by_other)
+        try:
+            await notebook._set_target(ScaleTarget(1, 1000))
+            await notebook._set_target(ScaleTarget(2, 1000), "pods", {"version": 1, "kind": "pods"})
+            assert gateway.calls_made == [("scale", 2)]
+            assert groups_of(schedd) == ["default"], "no HTCondor job for pods"
+            for _ in range(3):  # looks of both clients: nothing handed again
+                await notebook._runtime.watcher.renew()
+                await notebook._runtime.groups["pods"].step()
+                await other._runtime.watcher.renew()
+                await other._runtime.groups["pods"].step(act=False)
+            assert gateway.calls_made == [("scale", 2)] and seen_by_other.calls_made == []
+            link.pods = {"dask-worker-a", "dask-worker-b"}
+            await notebook._runtime.groups["pods"].step()
+            assert notebook._runtime.groups["pods"].connected == link.pods
+            await notebook._set_target(AdaptTarget(0, 4, 3.0, 3, 5.0), "pods")
+            assert gateway.calls_made[-1] == ("adapt", 0, 4)
+            with pytest.raises(SettingError, match="has a pod group already: pods"):
+                notebook._add_pod_group("more", 1, None, {})
+            with pytest.raises(SettingError, match="operator"):
+                notebook._add_pod_group("pods", 1, None, {"memory": "1 GiB"})
+            await notebook._delete_group("pods")
+            assert gateway.calls_made[-1] == ("scale", 0)
+        finally:
+            for client in (notebook, other):
+                await client._runtime.watcher.stop()
 
     asyncio.run(body())

@@ -28,7 +28,7 @@ from .errors import HTCondorError
 from .jobs import JobTracker, WorkerJob
 from .naming import checked_cluster_name
 from .reconciler import Reconciler
-from .runtime import ClusterRuntime, gateway_state, start_runtime
+from .runtime import ClusterRuntime, PodCalls, gateway_state, start_runtime
 from .scaling import ScalesByTarget
 from .schedd_pool import ScheddPool
 from .settings import HTCondorSettings
@@ -159,8 +159,17 @@ class HTCGatewayCluster(ScalesByTarget, ShownWithJobs, OwnGatewayCluster):
             scheduler_comm=self.scheduler_comm, token=self._token, lease=self._lease,
             new=new and security is not None,
             state=functools.partial(gateway_state, self.gateway, self.name),
-            on_change=self._refresh_widget,
+            on_change=self._refresh_widget, pods=self._pod_calls(),
         )  # fmt: skip
+
+    def _pod_calls(self) -> PodCalls:
+        """The gateway's own scale and adapt of this cluster: its pod workers' count."""
+        gateway, name = self.gateway, self.name
+
+        async def adapt(minimum: int, maximum: int) -> None:
+            await gateway._adapt_cluster(name, minimum, maximum, True)
+
+        return PodCalls(functools.partial(gateway._scale_cluster, name), adapt)
 
     async def _stop_internal(self, shutdown: bool | None = None) -> None:
         if shutdown is None:
@@ -231,7 +240,8 @@ class HTCGatewayCluster(ScalesByTarget, ShownWithJobs, OwnGatewayCluster):
         runtime = self._runtime
         if runtime is None:
             return []
-        return [row for group in runtime.groups.values() for row in view.job_rows(group.tracker)]
+        trackers = [g.tracker for g in runtime.groups.values() if isinstance(g, Reconciler)]
+        return [row for tracker in trackers for row in view.job_rows(tracker)]
 
     def wait_for_workers(self, n: int, timeout: float | None = None) -> Any:
         """Wait until ``n`` workers have joined, showing the jobs' progress.

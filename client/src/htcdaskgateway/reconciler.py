@@ -36,6 +36,27 @@ BACKOFF_FIRST = 5.0
 BACKOFF_MAX = 300.0
 
 
+class GroupReconciler(Protocol):
+    """What the watcher needs of each group's reconciler: ``Reconciler``, ``pods.PodGroup``."""
+
+    group: str
+    target: Target | None
+    generation: int | None
+    adaptive: Any
+    connected: set[Any]  # the group's workers in the scheduler, as of the last look
+
+    def want(self, target: Target | None, generation: int | None) -> None: ...
+
+    def want_wire(self, wire: object, generation: int | None) -> None: ...
+
+    async def step(self, act: bool = True, raise_errors: bool = False) -> Any: ...
+
+    async def after_look(self) -> None: ...
+
+    @property
+    def joined_count(self) -> int: ...
+
+
 class Workers(Protocol):
     """What a reconciler starts and stops: one group's workers (``workers.GroupWorkers``)."""
 
@@ -100,6 +121,15 @@ class Reconciler:
         self.adaptive = None
         if isinstance(target, AdaptTarget):
             self.adaptive = HTCondorAdaptive(self, target)
+
+    async def after_look(self) -> None:
+        """Between looks: why idle jobs wait (rate-limited by the tracker)."""
+        await self.tracker.explain_idle()
+
+    @property
+    def joined_count(self) -> int:
+        """Jobs whose worker has joined since this object watches them."""
+        return len(self.tracker.joined)
 
     @property
     def retry_in(self) -> float:

@@ -20,7 +20,8 @@ from dask_gateway.client import ClusterStatus
 from . import view
 from .errors import HTCondorError, SettingError
 from .jobs import JobTracker
-from .reconciler import Reconciler
+from .pods import POD_KIND, PodGroup
+from .reconciler import GroupReconciler, Reconciler
 from .schedd_pool import ScheddPool
 from .scheduler_link import SchedulerLink
 from .spec import ClusterSpec, WorkerGroupSpec
@@ -29,6 +30,14 @@ from .watch import Watcher
 from .workers import GroupWorkers, HTCondorWorkers
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PodCalls:
+    """The gateway's calls for one cluster's own workers (dask-gateway's scale and adapt)."""
+
+    scale: Callable[[int], Awaitable[Any]]
+    adapt: Callable[[int, int], Awaitable[Any]]
 
 
 @dataclass
@@ -48,7 +57,7 @@ class ClusterRuntime:
         return self.reconciler.tracker
 
     @property
-    def groups(self) -> dict[str, Reconciler]:
+    def groups(self) -> dict[str, GroupReconciler]:
         """Every worker group's reconciler, the default group's included."""
         return self.watcher.groups
 
@@ -93,12 +102,14 @@ async def start_runtime(
     state: Callable[[], Awaitable[str | None]],
     on_change: Callable[[], None],
     link: SchedulerLink | None = None,
+    pods: PodCalls | None = None,
 ) -> ClusterRuntime:
     """Build the parts of a running cluster and start watching it.
 
     ``lease`` is the client lease this object holds (0: none), ``new``
     whether the cluster was just made (its credentials are spooled at once).
     ``link``: the scheduler as ``scheduler_comm`` reaches it, unless given.
+    ``pods``: the gateway's scale and adapt of this cluster, for a pod group.
     """
     workers = HTCondorWorkers(spec, schedd, tls)
     if new:
@@ -114,11 +125,16 @@ async def start_runtime(
         return Reconciler(tracker, link, GroupWorkers(workers, group), token,
                           group=group.name, resources=resources)  # fmt: skip
 
-    def make_group(name: str, wire: Any) -> Reconciler | None:
+    def make_group(name: str, wire: Any) -> GroupReconciler | None:
         """A named group seen at the scheduler; None if its settings do not work here."""
         try:
-            overrides = check_wire_group_spec(wire)["htcondor"]
-            settings = spec.settings.for_group(name, overrides)
+            checked = check_wire_group_spec(wire)
+            if checked.get("kind") == POD_KIND:
+                if pods is None:
+                    raise SettingError("this client cannot ask the gateway for pod workers")
+                group_specs[name] = WorkerGroupSpec(name, spec.settings, kind=POD_KIND)
+                return PodGroup(name, link, pods.scale, pods.adapt, token, spec.settings.max_jobs)
+            settings = spec.settings.for_group(name, checked["htcondor"])
         except (SettingError, TargetFormatError) as exc:
             if name not in refused:
                 refused.add(name)

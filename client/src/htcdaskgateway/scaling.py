@@ -17,6 +17,7 @@ from dask_gateway import GatewayClusterError
 
 from . import wanted
 from .errors import SettingError
+from .pods import POD_KIND
 from .settings import HTCondorSettings, checked_group_name
 from .targets import DEFAULT_GROUP, TARGET_VERSION, AdaptTarget, ScaleTarget, Target, target_to_wire
 
@@ -104,6 +105,7 @@ class ScalesByTarget:
         name: str,
         n_workers: int = 0,
         *,
+        kind: str = "htcondor",
         htcondor: Mapping[str, Any] | None = None,
         **worker: Any,
     ) -> Any:
@@ -114,10 +116,18 @@ class ScalesByTarget:
         "submit": ..., "max-jobs": ...}``, on top of an operator's preset
         of the same name if there is one. Scale it with ``scale(n,
         worker_group=name)`` or ``adapt(..., worker_group=name)``.
+
+        ``kind="pods"``: the gateway's own workers instead, pods beside the
+        scheduler in Kubernetes, as the operator set them up and capped
+        them (the chart's ``cluster.podWorkers``); at most one such group.
         """
         checked_group_name(name)
         if name == DEFAULT_GROUP:
             raise SettingError(f"{DEFAULT_GROUP!r} is the cluster's own group; name another")
+        if kind == POD_KIND:
+            return self._add_pod_group(name, n_workers, htcondor, worker)
+        if kind != "htcondor":
+            raise SettingError(f"add_worker_group(kind=...) is 'htcondor' or 'pods', got {kind!r}")
         preset = dict(self.htcondor_settings.worker_groups).get(name, {})
         overrides = dask.config.merge(
             dict(preset), dict(htcondor or {}), {"worker": worker} if worker else {}
@@ -125,6 +135,22 @@ class ScalesByTarget:
         settings = self.htcondor_settings.for_group(name, overrides)  # checked before anything
         target = wanted.scale_target(n_workers, f"add_worker_group({name!r})", settings.max_jobs)
         spec = {"version": TARGET_VERSION, "htcondor": overrides}
+        return self.gateway.sync(self._set_target, target, name, spec)
+
+    def _add_pod_group(
+        self, name: str, n: int, htcondor: Mapping[str, Any] | None, worker: Mapping[str, Any]
+    ) -> Any:
+        if htcondor or worker:
+            raise SettingError("a pod group's shape is the operator's (cluster.podWorkers)")
+        runtime = self._runtime
+        deleted = set() if runtime is None else runtime.watcher.deleted_groups
+        specs = [] if runtime is None else runtime.group_specs.values()
+        others = [g.name for g in specs if g.kind == POD_KIND and g.name not in {name, *deleted}]
+        if others:
+            raise SettingError(f"cluster {self.name} has a pod group already: {others[0]}")
+        max_jobs = self.htcondor_settings.max_jobs
+        target = wanted.scale_target(n, f"add_worker_group({name!r}, kind='pods')", max_jobs)
+        spec = {"version": TARGET_VERSION, "kind": POD_KIND}
         return self.gateway.sync(self._set_target, target, name, spec)
 
     def delete_worker_group(self, name: str) -> Any:

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from .jobs import JobId
-from .naming import job_id_of_worker, worker_name
+from .naming import is_htcondor_worker, job_id_of_worker, worker_name
 from .targets import DEFAULT_GROUP
 
 # Seconds for a quick call (lease, target, names); retiring workers moves
@@ -82,6 +82,12 @@ class SchedulerLink:
         identity = await self._ask("identity", n_workers=-1)
         names = (info.get("name") for info in identity.get("workers", {}).values())
         return {JobId(job_id) for job_id in map(job_id_of_worker, names) if job_id}
+
+    async def pod_workers(self) -> set[str]:
+        """The names of the workers in the scheduler that are not HTCondor jobs (pods)."""
+        identity = await self._ask("identity", n_workers=-1)
+        names = (info.get("name") for info in identity.get("workers", {}).values())
+        return {str(name) for name in names if name is not None and not is_htcondor_worker(name)}
 
     async def jobs_to_close(self, n: int, among: list[JobId] | None = None) -> list[JobId]:
         """The ``n`` jobs (of ``among``, if given) whose workers' loss costs least, best first."""

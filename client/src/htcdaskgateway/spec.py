@@ -21,6 +21,7 @@ class WorkerGroupSpec:
 
     name: str
     settings: HTCondorSettings  # the cluster's, with the group's own worker.* and submit.*
+    kind: str = "htcondor"  # or "pods": the gateway's own workers (pods.PodGroup)
 
     @property
     def max_jobs(self) -> int:

@@ -148,6 +148,12 @@ def check_wire_group_spec(spec: object) -> dict[str, Any]:
         raise TargetFormatError(
             f"a worker group is {{'version': 1, 'htcondor': {{...}}}}, got {spec!r}"
         )
+    if spec.get("kind") == "pods":  # the gateway's own workers: nothing more to say
+        if set(spec) != {"version", "kind"}:
+            raise TargetFormatError(
+                f"a pod worker group has the fields kind and version, got {sorted(spec)}"
+            )
+        return spec
     if set(spec) != {"version", "htcondor"} or not isinstance(spec["htcondor"], dict):
         raise TargetFormatError(
             f"a worker group has the fields htcondor and version, got {sorted(spec)}"

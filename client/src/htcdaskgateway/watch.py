@@ -35,7 +35,7 @@ from .clocks import SYSTEM_CLOCK
 from .errors import HTCondorError
 from .jobs import JobStatus
 from .naming import LEASE_ATTRIBUTE
-from .reconciler import Reconciler
+from .reconciler import GroupReconciler, Reconciler
 from .scheduler_link import CALL_TIMEOUT, SchedulerLink
 from .targets import DEFAULT_GROUP
 from .versions import VersionCheck
@@ -113,7 +113,7 @@ class Watcher:
         on_change: Callable[[], None] = lambda: None,
         job_lease: int | None = None,
         clock: Any = SYSTEM_CLOCK,
-        make_group: Callable[[str, Any], Reconciler | None] | None = None,
+        make_group: Callable[[str, Any], GroupReconciler | None] | None = None,
     ) -> None:
         self.name = name
         self.token = token
@@ -122,7 +122,7 @@ class Watcher:
         # Every worker group's reconciler; make_group(name, its settings on
         # the wire) builds one for a group first seen in a reply (added by
         # this client or another), None if it cannot be used here.
-        self.groups: dict[str, Reconciler] = {DEFAULT_GROUP: reconciler}
+        self.groups: dict[str, GroupReconciler] = {DEFAULT_GROUP: reconciler}
         self.deleted_groups: set[str] = set()  # their jobs go; they are not listed
         self._make_group = make_group
         self.lease = lease  # seconds; 0: this client holds no lease
@@ -226,7 +226,7 @@ class Watcher:
             if reconciler is not None:
                 self._follow_group(reconciler, group.get("target"), group.get("generation"))
 
-    def _follow_group(self, reconciler: Reconciler, target: Any, generation: Any) -> None:
+    def _follow_group(self, reconciler: GroupReconciler, target: Any, generation: Any) -> None:
         if generation != reconciler.generation:
             reconciler.want_wire(target, generation)
             self._wake.set()
@@ -348,8 +348,8 @@ class Watcher:
         self.scheduler_silent_since = None
         self.lives()
         for reconciler in list(self.groups.values()):
-            await reconciler.tracker.explain_idle()
-        await self.versions.check(sum(len(r.tracker.joined) for r in self.groups.values()))
+            await reconciler.after_look()
+        await self.versions.check(sum(r.joined_count for r in self.groups.values()))
 
     async def _attempt(self, what: str, action: Callable[[], Awaitable[None]]) -> Exception | None:
         try:
