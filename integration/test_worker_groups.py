@@ -122,3 +122,27 @@ def test_a_second_client_and_the_cli_see_and_keep_each_groups_target(new_cluster
     ).stdout
     assert "idle/running/held" in status
     assert jobs_by_group(cluster.name) == {"default": 1}
+
+
+def test_a_pod_group_beside_htcondor_workers_computes_and_leaves_nothing(new_cluster, gateway):
+    """On the compose stack the gateway's local worker processes stand in for
+    pods (the rig starts real ones): both kinds compute one checked result."""
+    cluster = new_cluster()
+    cluster.scale(1)
+    cluster.add_worker_group("pods", 1, kind="pods")
+    cluster.wait_for_workers(2, timeout=120)
+    client = cluster.get_client()
+    names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+    assert len([n for n in names if n.startswith("htc-")]) == 1, names
+    assert client.submit(sum, range(100)).result() == 4950
+
+    def where(_: int) -> str:
+        time.sleep(0.3)
+        return get_worker().name
+
+    assert set(client.gather(client.map(where, range(20), pure=False))) == names
+    assert jobs_by_group(cluster.name) == {"default": 1}, "no HTCondor job for the pod"
+    name = cluster.name
+    cluster.shutdown()
+    wait_for(lambda: not queue(name), "the cluster's jobs to leave", 60)
+    assert name not in [c.name for c in gateway.list_clusters()]

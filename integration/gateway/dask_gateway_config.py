@@ -56,13 +56,17 @@ if _state:
     c.DBBackendBase.db_url = f"sqlite:///{_state}/gateway.sqlite"
     c.DBBackendBase.stop_clusters_on_shutdown = False
 
-# Only schedulers: the gateway itself starts no workers, and the plugin
-# keeps the workers that join from HTCondor.
+# Schedulers, and the gateway's own workers only for a pod worker group
+# (add_worker_group(kind="pods")): here local processes in the gateway
+# container stand in for the pods the chart's backend starts, at most 2 per
+# cluster. The plugin keeps the workers that join from HTCondor apart.
 c.ClusterConfig.scheduler_cmd = [
     "dask", "scheduler", "--preload", "htcdaskgateway.scheduler_plugin",
 ]  # fmt: skip
-c.ClusterConfig.worker_cmd = ["false"]
-c.ClusterConfig.cluster_max_workers = 0
+c.ClusterConfig.worker_cmd = ["dask", "worker"]
+c.ClusterConfig.cluster_max_workers = 2
+c.ClusterConfig.worker_cores = 1
+c.ClusterConfig.worker_memory = "1 G"
 c.ClusterConfig.idle_timeout = 0
 
 # Tests only: a cluster option for the scheduler plugin's unattended
