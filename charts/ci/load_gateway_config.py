@@ -116,8 +116,14 @@ def main() -> None:
 
     _, cluster = asyncio.run(app.backend.process_cluster_options(User("alice"), {}))
     config = cluster.to_dict()
-    if config["cluster_max_workers"] != 0:
-        fail(f"cluster_max_workers is {config['cluster_max_workers']}: worker pods could start")
+    # Worker pods only as the operator allows them (cluster.podWorkers).
+    if config["cluster_max_workers"] != expected["max_pod_workers"]:
+        fail(
+            f"cluster_max_workers is {config['cluster_max_workers']}, the chart's "
+            f"cluster.podWorkers.maxWorkers {expected['max_pod_workers']}"
+        )
+    if expected["max_pod_workers"] and config["worker_cmd"][:2] != ["dask", "worker"]:
+        fail(f"worker_cmd is {config['worker_cmd']}: worker pods would not start")
     cmd = config["scheduler_cmd"]
     if "htcdaskgateway.scheduler_plugin" not in cmd:
         fail(f"scheduler_cmd {cmd} does not preload htcdaskgateway.scheduler_plugin")

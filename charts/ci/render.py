@@ -128,7 +128,7 @@ def merged_values(vs: ValueSet) -> dict[str, Any]:
     return values
 
 
-def expected(vs: ValueSet, docs: list[dict[str, Any]]) -> dict[str, str]:
+def expected(vs: ValueSet, docs: list[dict[str, Any]]) -> dict[str, Any]:
     """What the loaded gateway config must come to, from values and manifests."""
     values = merged_values(vs)
     (api,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == API]
@@ -140,6 +140,7 @@ def expected(vs: ValueSet, docs: list[dict[str, Any]]) -> dict[str, str]:
         "watch_namespace": "" if values["rbac"]["clusterWide"] else namespace,
         "authenticator": authenticators[values["gateway"]["auth"]["type"]],
         "unattended_timeout": str(float(values["cluster"]["idleTimeout"])),
+        "max_pod_workers": values["cluster"]["podWorkers"]["maxWorkers"],
     }
 
 

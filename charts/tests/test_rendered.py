@@ -12,20 +12,33 @@ import yaml
 from conftest import CHART, Rendered
 
 
-def test_no_worker_pods_for_htcondor_clusters(rendered: Rendered) -> None:
-    # Workers are HTCondor jobs: nothing in the chart describes a worker pod,
-    # and the gateway caps every cluster at zero pod workers.
-    text = yaml_dump(rendered.docs)
-    assert "dask-worker" not in text
+def test_worker_pods_only_where_the_operator_allows_them(rendered: Rendered) -> None:
+    # Workers are HTCondor jobs; worker pods exist only for a pod worker
+    # group, capped by cluster.podWorkers.maxWorkers (0: none at all).
+    values = rendered.chart_values()
+    most = values["cluster"]["podWorkers"]["maxWorkers"]
     config = rendered.one("ConfigMap", "-gateway-config")["data"]["dask_gateway_config.py"]
-    assert re.search(r"^c\.KubeClusterConfig\.cluster_max_workers = 0$", config, re.M)
     assert '"--preload", "htcdaskgateway.scheduler_plugin"' in config
-    for key in re.findall(r"^c\.KubeClusterConfig\.(worker_\w+)", config, re.M):
-        assert key == "worker_cmd", f"worker pod setting {key} in the gateway config"
-    # (workerGroups: presets of HTCondor job shapes, not pods)
-    assert not any(
-        k.startswith("worker") and k != "workerGroups" for k in rendered.chart_values()["cluster"]
-    )
+    assert 'max_pods = int(get(values, "cluster.podWorkers.maxWorkers"))' in config
+    assert "c.KubeClusterConfig.cluster_max_workers = max_pods" in config
+    policies = {p["metadata"]["name"]: p for p in rendered.of_kind("NetworkPolicy")}
+    pod_policy = [n for n in policies if n.endswith("-pod-workers")]
+    if not values["networkPolicy"]["enabled"]:
+        assert not policies
+        return
+    schedulers = policies[next(n for n in policies if n.endswith("-schedulers"))]
+    admitted = [rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                for rule in schedulers["spec"]["ingress"]]  # fmt: skip
+    if most == 0:
+        assert not pod_policy and "dask-worker" not in admitted
+        return
+    (name,) = pod_policy
+    (rule,) = policies[name]["spec"]["ingress"]
+    peers = {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rule["from"]
+    }
+    assert peers == {"dask-scheduler", "dask-worker"} and "ports" not in rule
+    assert "dask-worker" in admitted, "worker pods reach their scheduler"
 
 
 def test_proxy_exposed_outside_the_cluster(rendered: Rendered) -> None:
@@ -426,6 +439,13 @@ def test_network_policies_admit_only_the_listed_peers(rendered: Rendered) -> Non
         {"gateway.dask.org/instance": chart["instance"],
          "app.kubernetes.io/component": "dask-scheduler"},
     )  # fmt: skip
+    with_pods = values["cluster"]["podWorkers"]["maxWorkers"] > 0
+    if with_pods:  # and each worker pod of a pod worker group
+        pods["worker"] = (
+            chart["schedulerNamespace"],
+            {"gateway.dask.org/instance": chart["instance"],
+             "app.kubernetes.io/component": "dask-worker"},
+        )  # fmt: skip
 
     def guarded(policy: dict[str, Any]) -> str:
         (name,) = [
@@ -450,13 +470,17 @@ def test_network_policies_admit_only_the_listed_peers(rendered: Rendered) -> Non
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         rules = policy["spec"]["ingress"]
         seen[guarded(policy)] = {
-            (frozenset(p["port"] for p in rule["ports"]), frozenset(admitted(rule)))
+            # No ports: every port (dask picks the workers' own).
+            (frozenset(p["port"] for p in rule.get("ports", [])), frozenset(admitted(rule)))
             for rule in rules
         }
     assert seen["scheduler"] == {
         (frozenset({8786, 8787}), frozenset({"proxy"})),
         (frozenset({8788}), frozenset({"api"})),
+        *([(frozenset({8786}), frozenset({"worker"}))] if with_pods else []),
     }
+    if with_pods:
+        assert seen["worker"] == {(frozenset(), frozenset({"scheduler", "worker"}))}
     assert seen["api"] == {(frozenset({8000}), frozenset({"proxy", "scheduler"}))}
     (proxy_rule,) = policies[next(n for n in policies if n.endswith("-proxy"))]["spec"]["ingress"]
     assert {p["port"] for p in proxy_rule["ports"]} == {8000, 8786}, "Traefik's web and tcp"

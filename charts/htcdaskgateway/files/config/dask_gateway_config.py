@@ -32,18 +32,31 @@ c.KubeClusterConfig.image_pull_secrets = [
     {"name": name} for name in get(values, "image.pullSecrets", [])
 ]
 
-# Only schedulers. htcdaskgateway's plugin keeps the HTCondor workers from
-# being retired by the gateway's own worker count, which stays 0: the
-# backend caps the DaskCluster's replicas at cluster_max_workers, so the
-# controller never creates a worker pod and has nothing to reconcile.
+# Schedulers, and worker pods only for an analyst's pod worker group, at
+# most cluster.podWorkers.maxWorkers (the backend caps the DaskCluster's
+# replicas there; 0: the controller never creates a worker pod).
+# htcdaskgateway's plugin keeps the HTCondor workers from being retired by
+# the gateway's own worker count.
 c.KubeClusterConfig.scheduler_cmd = [
     "dask", "scheduler", "--preload", "htcdaskgateway.scheduler_plugin",
 ]  # fmt: skip
-c.KubeClusterConfig.cluster_max_workers = 0
-# A worker pod could only appear through a bug; it would say why it fails.
-c.KubeClusterConfig.worker_cmd = [
-    "sh", "-c", "echo 'htcdaskgateway: workers are HTCondor jobs, not pods' >&2; exit 1", "--",
-]  # fmt: skip
+max_pods = int(get(values, "cluster.podWorkers.maxWorkers"))
+c.KubeClusterConfig.cluster_max_workers = max_pods
+if max_pods:
+    c.KubeClusterConfig.worker_cmd = ["dask", "worker"]
+    c.KubeClusterConfig.worker_cores = float(get(values, "cluster.podWorkers.cores.request"))
+    c.KubeClusterConfig.worker_cores_limit = float(get(values, "cluster.podWorkers.cores.limit"))
+    c.KubeClusterConfig.worker_memory = get(values, "cluster.podWorkers.memory.request")
+    c.KubeClusterConfig.worker_memory_limit = get(values, "cluster.podWorkers.memory.limit")
+    # As locked down as the scheduler pods (restricted Pod Security, no
+    # API token, /tmp the only writable path).
+    c.KubeClusterConfig.worker_extra_pod_config = get(values, "chart.schedulerPod.pod")
+    c.KubeClusterConfig.worker_extra_container_config = get(values, "chart.schedulerPod.container")
+else:
+    # A worker pod could only appear through a bug; it would say why it fails.
+    c.KubeClusterConfig.worker_cmd = [
+        "sh", "-c", "echo 'htcdaskgateway: cluster.podWorkers.maxWorkers is 0' >&2; exit 1", "--",
+    ]  # fmt: skip
 # Idle culling by htcdaskgateway's plugin, which counts an open cluster
 # object or a connected client as attended; dask-gateway's own idle_timeout
 # counts only tasks, and would stop an analyst who is reading a plot.
