@@ -82,6 +82,10 @@ def test_a_gpu_group_beside_the_default_one_is_kept_by_a_second_client_and_delet
             (gpu_job,) = [d for d in schedd.descriptions if "request_gpus" in d]
             assert gpu_job["request_gpus"] == "1" and gpu_job["request_memory"] == "8192"
             assert "--resources GPU=1" in gpu_job["arguments"]
+            from htcdaskgateway.view import ShownWithJobs
+
+            shown = ShownWithJobs._jobs_html(notebook)  # the widget's and repr's table
+            assert "<b>Worker group gpu:</b>" in shown and shown.count("HTCondor jobs:") == 2
             # The second client hears of the group at its next renewal.
             await other._runtime.watcher.renew()
             assert set(other.worker_groups) == {"default", "gpu"}

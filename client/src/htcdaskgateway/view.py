@@ -146,7 +146,18 @@ class ShownWithJobs:
         runtime = self._runtime
         if runtime is None:
             return ""
-        return jobs_html(runtime.tracker, runtime.reconciler, runtime.failure_message())
+        parts = [jobs_html(runtime.tracker, runtime.reconciler, runtime.failure_message())]
+        for name, group in sorted(runtime.groups.items()):
+            if group is runtime.reconciler or name in runtime.watcher.deleted_groups:
+                continue
+            tracker = getattr(group, "tracker", None)
+            if tracker is None:  # the gateway's own workers (pods)
+                parts.append(f"<p><b>Worker group {html.escape(name)} (pods):</b> "
+                             f"{group.joined_count} joined</p>")  # fmt: skip
+            else:
+                parts.append(f"<p><b>Worker group {html.escape(name)}:</b></p>"
+                             + jobs_html(tracker, group, None))  # fmt: skip
+        return "".join(parts)
 
     def _widget_status(self) -> str:
         return (super()._widget_status() or "") + self._jobs_html()
