@@ -240,3 +240,15 @@ def test_a_groups_selection_takes_only_its_jobs():
     assert "HTCDaskGatewayGroup =?= undefined" in selector.for_group("default").constraint()
     # Removal and leases cover every group and the credentials job.
     assert "HTCDaskGatewayGroup" not in selector.for_group("gpu").every_job_constraint()
+
+
+def test_an_idle_job_too_large_for_every_slot_names_the_resource():
+    import classad2
+
+    from htcdaskgateway.condor_calls import _too_large
+
+    job = classad2.ClassAd({"RequestCpus": 1, "RequestMemory": 1024, "RequestGPUs": 3})
+    slots = [classad2.ClassAd({"Cpus": 110, "Memory": 120000, "GPUs": 2})]
+    assert _too_large(job, slots) == "it asks for 3 GPUs, the pool's largest slot has 2"
+    job["RequestGPUs"] = 1
+    assert _too_large(job, slots) is None

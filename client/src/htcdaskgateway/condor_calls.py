@@ -27,7 +27,8 @@ FAILED = "failed"
 # job's and the slots' requirements name.
 _SLOT_PROJECTION = [
     "Name", "Requirements", "START", "WithinResourceLimits", "Cpus", "Memory", "Disk", "GPUs",
-    "TotalSlotCpus", "TotalSlotMemory", "TotalSlotDisk", "DynamicSlot", "PartitionableSlot",
+    "TotalSlotCpus", "TotalSlotMemory", "TotalSlotDisk", "TotalSlotGPUs", "DynamicSlot",
+    "PartitionableSlot",
 ]  # fmt: skip
 
 # The schedd's ad from the collector, per (collector, name): looked up on
@@ -219,9 +220,10 @@ def explain_idle(where: Where, cluster: int, proc: int) -> str | None:
         raise CondorCallError(FAILED, f"Could not look at the pool: {exc}") from None
     matching = sum(1 for slot in slots if job.symmetricMatch(slot))
     if matching == 0:
+        short = _too_large(job, slots)
         return (
             f"no slot can run it: none of the pool's {len(slots)} slots meets its "
-            f"requirements ({job.get('Requirements')})"
+            f"requirements ({short or job.get('Requirements')})"
         )
     return f"waiting for a free slot; {matching} of the pool's {len(slots)} slots could run it"
 
@@ -279,6 +281,27 @@ def _referenced(ad: Any, attribute: str, other: bool) -> set[str]:
     return names
 
 
+# A job's request attribute -> the slot's: what a worker group's shape asks.
+_REQUESTS = {"RequestCpus": "Cpus", "RequestMemory": "Memory", "RequestDisk": "Disk",
+             "RequestGPUs": "GPUs"}  # fmt: skip
+
+
+def _too_large(job: Any, slots: list[Any]) -> str | None:
+    """The first request no slot of the pool has room for, said plainly."""
+    for request, resource in _REQUESTS.items():
+        try:
+            wanted = job.eval(request)
+        except Exception:
+            continue
+        if not isinstance(wanted, int | float) or wanted <= 0:
+            continue
+        sizes = [slot.get(resource, 0) for slot in slots]
+        most = max((size for size in sizes if isinstance(size, int | float)), default=0)
+        if wanted > most:
+            return f"it asks for {wanted:g} {resource}, the pool's largest slot has {most:g}"
+    return None
+
+
 def _whole_slots(slots: list[Any]) -> list[Any]:
     """The pool's configured slots, each as if empty: could it ever run the job?
 
@@ -290,7 +313,7 @@ def _whole_slots(slots: list[Any]) -> list[Any]:
         if slot.get("DynamicSlot") is True:
             continue
         if slot.get("PartitionableSlot") is True:
-            for resource in ("Cpus", "Memory", "Disk"):
+            for resource in ("Cpus", "Memory", "Disk", "GPUs"):
                 total = slot.get(f"TotalSlot{resource}")
                 if isinstance(total, int | float):
                     slot[resource] = total
