@@ -85,11 +85,14 @@ def worker_command(args: argparse.Namespace) -> list[str]:
 
 def listen_address(contact_address: str, host: str | None) -> str:
     """Where a worker behind ``contact_address`` listens: that port, on ``host`` or everywhere."""
-    scheme, _, rest = contact_address.rpartition("://")
-    port = rest.rpartition(":")[2]
-    if not port.isdigit():
+    from distributed.comm import get_address_host_port, parse_address  # dask's own parsing
+
+    try:
+        scheme, _ = parse_address(contact_address)
+        _, port = get_address_host_port(contact_address, strict=True)
+    except ValueError:
         sys.exit(f"htcdaskgateway-worker: the contact address {contact_address} names no port")
-    return f"{scheme or 'tls'}://{host or '0.0.0.0'}:{port}"
+    return f"{scheme}://{host or '0.0.0.0'}:{port}"
 
 
 def tls_environment(cert: Path, key: Path) -> dict[str, str]:
