@@ -20,13 +20,6 @@ from htcdaskgateway import HTCGateway, SettingError
 GPU = {"gpus": 1, "memory": "1 GiB"}
 
 
-def assigned_gpus() -> tuple[str, str]:
-    """Inside a task: the worker's name and the GPUs HTCondor assigned its job."""
-    import os
-
-    return get_worker().name, os.environ.get("CUDA_VISIBLE_DEVICES", "")
-
-
 def jobs_by_group(cluster_name: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for ad in queue(cluster_name, ["HTCDaskGatewayGroup", "JobStatus"]):
@@ -45,6 +38,13 @@ def test_a_gpu_group_beside_the_default_one_runs_gpu_tasks_only_there(new_cluste
     assert jobs_by_group(cluster.name) == {"default": 2, "gpu": 1}
     client = cluster.get_client()
     (gpu_job,) = [row for row in cluster.job_table() if row["group"] == "gpu"]
+
+    def assigned_gpus() -> tuple[str, str]:
+        """The worker's name and the GPUs HTCondor assigned its job (defined
+        here so that it travels by value: the scheduler cannot import tests)."""
+        import os
+
+        return get_worker().name, os.environ.get("CUDA_VISIBLE_DEVICES", "")
 
     # Annotated tasks run only on the GPU worker and see its device id.
     seen = client.gather(
