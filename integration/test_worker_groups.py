@@ -15,7 +15,7 @@ import pytest
 from distributed import get_worker
 
 from conftest import queue, wait_for
-from htcdaskgateway import HTCGateway, SettingError
+from htcdaskgateway import SettingError
 
 GPU = {"gpus": 1, "memory": "1 GiB"}
 
@@ -104,15 +104,38 @@ def test_a_gpu_group_the_pool_cannot_hold_says_why_it_waits(new_cluster):
     )
 
 
-def test_a_second_client_and_the_cli_see_and_keep_each_groups_target(new_cluster):
-    cluster = new_cluster()
+SECOND_PROCESS = """
+import sys
+from htcdaskgateway import HTCGateway
+
+with HTCGateway() as gateway, gateway.connect(sys.argv[1]) as cluster:
+    print(sorted(cluster.worker_groups))
+    cluster.scale(2, worker_group="gpu")
+"""
+
+
+def test_a_second_process_and_the_cli_see_and_keep_each_groups_target(new_cluster):
+    # An operator's preset (as the chart publishes it): picked by name, capped.
+    preset = {"gpu": {"worker": GPU, "max-jobs": 2}}
+    cluster = new_cluster(htcondor={"worker-groups": preset})
     cluster.scale(1)
-    cluster.add_worker_group("gpu", 1, **GPU)
+    cluster.add_worker_group("gpu", 1)
     cluster.wait_for_workers(2, timeout=120)
-    with HTCGateway() as other, other.connect(cluster.name) as again:
-        assert set(again.worker_groups) == {"default", "gpu"}
-        again.scale(2, worker_group="gpu")
+    with pytest.raises(SettingError, match="max-jobs allows 2"):
+        cluster.scale(3, worker_group="gpu")
+    assert jobs_by_group(cluster.name) == {"default": 1, "gpu": 1}, "nothing submitted"
+
+    # connect() from another process sees both groups and keeps its new target.
+    other = subprocess.run(
+        ["python", "-c", SECOND_PROCESS, cluster.name],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert other.stdout.strip() == "['default', 'gpu']", other
     wait_for(lambda: jobs_by_group(cluster.name).get("gpu") == 2, "2 gpu jobs", 60)
+    time.sleep(3)  # a few renewals: the notebook does not undo it
+    assert cluster.worker_groups["gpu"].n == 2
+    assert jobs_by_group(cluster.name).get("gpu") == 2
+
     subprocess.run(
         ["htcdaskgateway", "scale", cluster.name, "0", "--group", "gpu"], check=True, timeout=120
     )
@@ -120,7 +143,7 @@ def test_a_second_client_and_the_cli_see_and_keep_each_groups_target(new_cluster
     status = subprocess.run(
         ["htcdaskgateway", "status", cluster.name], capture_output=True, text=True, check=True
     ).stdout
-    assert "idle/running/held" in status
+    assert "gpu" in status and "idle/running/held" in status, status
     assert jobs_by_group(cluster.name) == {"default": 1}
 
 

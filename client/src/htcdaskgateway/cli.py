@@ -10,16 +10,25 @@ import time
 
 import click
 from dask_gateway import GatewayClusterError
+from dask_gateway.client import ClusterStatus
 
 from ._version import __version__
 from .errors import HTCondorError, SettingError
 from .gateway import HTCGateway
 from .jobs import JobStatus, WorkerJob, count_by_status
-from .targets import DEFAULT_GROUP
+from .targets import AdaptTarget, ScaleTarget, Target
 
 # `status` shows at most this many of a cluster's jobs that ended this recently.
 ENDED_SHOWN = 5
 RECENT = 3600
+
+
+def describe_target(target: Target | None) -> str:
+    if isinstance(target, ScaleTarget):
+        return f"scale {target.n}"
+    if isinstance(target, AdaptTarget):
+        return f"adapt {target.minimum}-{target.maximum}"
+    return "no target"
 
 
 def _counts(jobs: list[WorkerJob]) -> str:
@@ -66,12 +75,16 @@ def status(name: str) -> None:
         ended = gateway.sync(
             gateway.schedd.history, selector.constraint(), time.time() - RECENT, ENDED_SHOWN
         )
+        targets: dict[str, Target | None] = {}
+        if report.status is ClusterStatus.RUNNING:
+            # The targets are kept by the cluster's scheduler, not the gateway.
+            with gateway.connect(name) as cluster:
+                targets = cluster.worker_groups
     click.echo(f"cluster {name}: {report.status.name}")
     click.echo(f"jobs: idle/running/held {_counts(jobs)}")
-    groups = sorted({job.group for job in jobs})
-    if groups != [DEFAULT_GROUP] and jobs:
-        for group in groups:
-            click.echo(f"  group {group}: {_counts([j for j in jobs if j.group == group])}")
+    for group in sorted(set(targets) | {job.group for job in jobs}):
+        counts = _counts([job for job in jobs if job.group == group])
+        click.echo(f"  group {group:<10} {describe_target(targets.get(group)):<12} {counts}")
     for job in jobs:
         reason = job.hold_reason
         if job.status is JobStatus.IDLE:
