@@ -71,7 +71,8 @@ def test_a_gpu_group_beside_the_default_one_runs_gpu_tasks_only_there(new_cluste
 
 def test_a_gpu_group_adapts_from_zero_with_gpu_tasks_and_back(new_cluster, record_figure):
     cluster = new_cluster()
-    cluster.scale(1)
+    # The default group adapts too: GPU work must not grow it.
+    cluster.adapt(1, 3, interval="1s", wait_count=2)
     cluster.add_worker_group("gpu", 0, **GPU)
     cluster.adapt(0, 2, worker_group="gpu", interval="1s", wait_count=2)
     cluster.wait_for_workers(1, timeout=120)
@@ -83,7 +84,12 @@ def test_a_gpu_group_adapts_from_zero_with_gpu_tasks_and_back(new_cluster, recor
     tasks = [client.submit(time.sleep, 8, resources={"GPU": 1}, pure=False) for _ in range(2)]
     wait_for(lambda: jobs_by_group(cluster.name).get("gpu", 0) >= 1, "the gpu group to grow", 60)
     grown = time.monotonic() - started
+    default_sizes = set()
+    while not all(task.done() for task in tasks):
+        default_sizes.add(jobs_by_group(cluster.name).get("default", 0))
+        time.sleep(0.5)
     client.gather(tasks)
+    assert default_sizes == {1}, "the default group stays at its minimum through GPU work"
     wait_for(lambda: "gpu" not in jobs_by_group(cluster.name), "the gpu group back to 0", 90)
     record_figure(
         f"adapt(0, 2, worker_group='gpu'): grew {grown:.1f} s after 2 GPU tasks, back to 0 "

@@ -271,6 +271,10 @@ def test_a_groups_adaptive_target_follows_the_tasks_that_need_what_it_offers():
             assert plugin.adaptive_target(resources={"GPU": 1}) == 2
             assert plugin.adaptive_target(resources={"GPU": 2}) == 1, "two tasks per worker"
             assert plugin.adaptive_target(resources={"FPGA": 1}) == 0
+            # The scheduler keeps its idle worker for the waiting GPU tasks;
+            # the default group's target does not.
+            assert scheduler.adaptive_target() == 1
+            assert plugin.adaptive_target() == 0
             del gpu_tasks
         finally:
             await client.close()

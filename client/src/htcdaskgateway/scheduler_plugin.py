@@ -198,16 +198,24 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         if resources:
             return self._restricted_target(resources)
         with self._htcondor_workers_closable():
-            return int(self.scheduler.adaptive_target(target_duration=target_duration))
+            whole = int(self.scheduler.adaptive_target(target_duration=target_duration))
+        # Without resources: the default group. The scheduler's target counts
+        # every worker and task; the workers that offer resources (another
+        # group's) and the tasks only they can run are not this group's.
+        offering = sum(1 for ws in self.scheduler.workers.values() if ws.resources)
+        return max(0, whole - max(offering, self._restricted_target(None)))
 
-    def _restricted_target(self, offered: dict[str, float]) -> int:
+    def _restricted_target(self, offered: dict[str, float] | None) -> int:
+        """Workers that tasks restricted to ``offered`` fill (``None``: any restriction, 1 each)."""
         scheduler = self.scheduler
         waiting = list(scheduler.unrunnable)
         running = [ts for ws in scheduler.workers.values() for ts in ws.processing]
         share = 0.0
         for ts in {*waiting, *running}:
             need = ts.resource_restrictions or {}
-            if need and all(name in offered and offered[name] > 0 for name in need):
+            if need and offered is None:
+                share += 1
+            elif need and all(name in offered and offered[name] > 0 for name in need):
                 # The part of one such worker this task takes.
                 share += max(amount / offered[name] for name, amount in need.items())
         return math.ceil(share - 1e-9)
