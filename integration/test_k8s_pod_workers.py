@@ -31,11 +31,11 @@ from test_k8s_security import probe
 pytestmark = pytest.mark.skipif(TARGET != "k8s", reason="the rig's pods (E2E_TARGET=k8s)")
 
 CHART = "/src/charts/htcdaskgateway"
+# --set-json: helm's --set reads 0.1 as a string, which the schema refuses.
 PODS = (
     "cluster.podWorkers.maxWorkers=2",
-    "cluster.podWorkers.cores.request=0.1",
-    "cluster.podWorkers.memory.request=256M",
-    "cluster.podWorkers.memory.limit=1G",
+    'cluster.podWorkers.cores={"request": 0.1, "limit": 1}',
+    'cluster.podWorkers.memory={"request": "256M", "limit": "1G"}',
 )
 
 
@@ -45,7 +45,7 @@ def test_htcondor_and_pod_workers_in_one_cluster(record_figure):
     install = helm(
         "install", release, CHART, "--namespace", namespace, "--create-namespace",
         "--values", "/src/charts/ci/rig-values.yaml",
-        *(arg for setting in PODS for arg in ("--set", setting)), *release_ports(web, tcp),
+        *(arg for setting in PODS for arg in ("--set-json", setting)), *release_ports(web, tcp),
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
     gateway = None

@@ -47,6 +47,42 @@ def test_htcondor_workers_only_close_when_the_client_asks():
     asyncio.run(run())
 
 
+def test_the_gateways_own_preload_closes_only_its_workers_above_its_count():
+    """A pod group of 2 scaled to 1 beside an HTCondor worker: dask-gateway's
+    preload (the real one, its heartbeat) retires one pod worker, not both."""
+    from dask_gateway.scheduler_preload import GatewaySchedulerService
+
+    class Gateway:
+        token = "t"
+
+        def __init__(self) -> None:
+            self.sent: list[dict] = []
+
+        async def heartbeat(self, msg):
+            self.sent.append(msg)
+
+    async def run():
+        scheduler, workers = await _scheduler_with_workers()
+        service = GatewaySchedulerService(scheduler, gateway=Gateway(), heartbeat_period=0)
+        service.api_address = "http://127.0.0.1:0"  # its API server is not started here
+        try:
+            for name in ("htc-1.0", "pod-1", "pod-2"):
+                workers.append(await Worker(scheduler.address, name=name, host="127.0.0.1",
+                                            nthreads=1))  # fmt: skip
+            service.count = 2
+            await service.heartbeat()
+            assert len(scheduler.workers) == 3, "at its count: nothing closed"
+            service.count = 1
+            await service.heartbeat()
+            names = sorted(str(ws.name) for ws in scheduler.workers.values())
+            assert len(names) == 2 and "htc-1.0" in names, names
+            assert len(service.gateway.sent[-1]["closing_workers"]) == 1
+        finally:
+            await _close(scheduler, workers)
+
+    asyncio.run(run())
+
+
 def _with_lease_scheduler(monkeypatch, body) -> None:
     """Run ``body(scheduler, comm)`` against a scheduler with the plugin."""
     monkeypatch.setattr(scheduler_plugin, "LEASE_CHECK_PERIOD", 0.05)

@@ -154,7 +154,17 @@ class KeepHTCondorWorkers(SchedulerPlugin):
     def valid_workers_downscaling(self, scheduler: Any, workers: list[Any]) -> list[Any]:
         if self._closing_on_purpose:
             return workers
-        return [ws for ws in workers if not is_htcondor_worker(ws.name)]
+        others = [ws for ws in workers if not is_htcondor_worker(ws.name)]
+        wanted = gateway_worker_count(scheduler)
+        if wanted is None:
+            return others
+        # dask-gateway's preload asks for len(all workers) - its count, the
+        # HTCondor workers included: offer only the gateway's workers above
+        # its count (a pod group's), those whose loss costs least first, as
+        # the scheduler ranks them.
+        excess = sum(1 for ws in scheduler.workers.values() if not is_htcondor_worker(ws.name))
+        others.sort(key=lambda ws: (not ws.processing, -ws.nbytes), reverse=True)
+        return others[: max(0, excess - wanted)]
 
     @contextlib.contextmanager
     def _htcondor_workers_closable(self) -> Iterator[None]:
@@ -413,6 +423,22 @@ class KeepHTCondorWorkers(SchedulerPlugin):
             except Exception:
                 logger.exception("The gateway did not stop the cluster; closing the scheduler")
         await self.scheduler.close()
+
+
+def gateway_worker_count(scheduler: Any) -> int | None:
+    """The count of its own workers dask-gateway's preload keeps (``None``: no such preload).
+
+    Read from the preload's plugin, the one place its count is public; it
+    has no hook to leave other workers out of that count.
+    """
+    try:
+        from dask_gateway.scheduler_preload import GatewayPlugin
+    except ImportError:
+        return None
+    for plugin in getattr(scheduler, "plugins", {}).values():
+        if isinstance(plugin, GatewayPlugin):
+            return int(plugin.service.count)
+    return None
 
 
 def dask_setup(scheduler: Any) -> None:
