@@ -28,7 +28,7 @@ SECONDS=0
 export HUB_BIND_IP=$RIG_HOST_IP
 
 TESTS=${E2E_K8S_TESTS:-integration/test_skeleton.py integration/test_scaling.py \
-  integration/test_parity.py integration/test_lifecycle.py integration/test_wait_for_workers.py \
+  integration/test_wait_for_workers.py \
   integration/test_tls_refusal.py integration/test_multitenant.py integration/test_k8s_chart.py \
   integration/test_k8s_faults.py integration/test_k8s_security.py integration/test_k8s_upgrade.py \
   integration/test_k8s_walkthrough.py integration/test_k8s_pod_workers.py}
