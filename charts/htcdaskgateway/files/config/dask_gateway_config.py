@@ -32,6 +32,15 @@ c.KubeClusterConfig.image_pull_secrets = [
     {"name": name} for name in get(values, "image.pullSecrets", [])
 ]
 
+
+def size_pods(role: str, key: str) -> None:
+    """The KubeBackend's cores and memory of ``role`` pods from the values under ``key``."""
+    for trait, value in (("cores", "cores.request"), ("cores_limit", "cores.limit")):
+        setattr(c.KubeClusterConfig, f"{role}_{trait}", float(get(values, f"{key}.{value}")))
+    for trait, value in (("memory", "memory.request"), ("memory_limit", "memory.limit")):
+        setattr(c.KubeClusterConfig, f"{role}_{trait}", get(values, f"{key}.{value}"))
+
+
 # Schedulers, and worker pods only for an analyst's pod worker group, at
 # most cluster.podWorkers.maxWorkers (the backend caps the DaskCluster's
 # replicas there; 0: the controller never creates a worker pod).
@@ -44,10 +53,7 @@ max_pods = int(get(values, "cluster.podWorkers.maxWorkers"))
 c.KubeClusterConfig.cluster_max_workers = max_pods
 if max_pods:
     c.KubeClusterConfig.worker_cmd = ["dask", "worker"]
-    c.KubeClusterConfig.worker_cores = float(get(values, "cluster.podWorkers.cores.request"))
-    c.KubeClusterConfig.worker_cores_limit = float(get(values, "cluster.podWorkers.cores.limit"))
-    c.KubeClusterConfig.worker_memory = get(values, "cluster.podWorkers.memory.request")
-    c.KubeClusterConfig.worker_memory_limit = get(values, "cluster.podWorkers.memory.limit")
+    size_pods("worker", "cluster.podWorkers")
     # As locked down as the scheduler pods (restricted Pod Security, no
     # API token, /tmp the only writable path).
     c.KubeClusterConfig.worker_extra_pod_config = get(values, "chart.schedulerPod.pod")
@@ -66,10 +72,7 @@ c.KubeClusterConfig.environment = {
     "DASK_GATEWAY__HTCONDOR__UNATTENDED_TIMEOUT": str(float(get(values, "cluster.idleTimeout"))),
 }
 
-c.KubeClusterConfig.scheduler_cores = float(get(values, "cluster.scheduler.cores.request"))
-c.KubeClusterConfig.scheduler_cores_limit = float(get(values, "cluster.scheduler.cores.limit"))
-c.KubeClusterConfig.scheduler_memory = get(values, "cluster.scheduler.memory.request")
-c.KubeClusterConfig.scheduler_memory_limit = get(values, "cluster.scheduler.memory.limit")
+size_pods("scheduler", "cluster.scheduler")
 # The controller builds the scheduler pod; these make it as locked down as
 # the chart's own pods. /tmp is the only writable path dask needs.
 c.KubeClusterConfig.scheduler_extra_pod_config = get(values, "chart.schedulerPod.pod")
