@@ -23,7 +23,7 @@ set -a
 . charts/ci/versions.env
 set +a
 TOOLS_IMAGE=htcdaskgateway/chart-tools:dev
-log() { echo "chart-check: $*"; }
+log() { echo "chart-check: [${SECONDS}s] $*"; }
 die() { log "$*" >&2; exit 1; }
 SECONDS=0
 
