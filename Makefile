@@ -11,13 +11,14 @@ COMPOSE := docker compose
 IN_ANALYST := $(COMPOSE) run --rm --no-deps analyst
 PYTEST := scripts/pytest-in-analyst
 
-.PHONY: help docker images up down demo lint unit e2e test soak bench pins clean chart-check e2e-k8s rig-up rig-down dist version
+.PHONY: help docker images up down demo lab lint unit e2e test soak bench pins clean chart-check e2e-k8s rig-up rig-down dist version
 
 help:
 	@echo "make demo   - start the local pool + gateway and run the seed's usage on 5 HTCondor workers"
 	@echo "make test   - lint, unit tests and end-to-end tests against the local stack"
 	@echo "make e2e    - end-to-end tests only;  make unit - unit tests only"
 	@echo "make up / make down - start / stop (and wipe) the local stack"
+	@echo "make lab    - JupyterLab as an analyst's (client, widgets, dask-labextension) on the local stack, port LAB_PORT"
 	@echo "make soak   - a running analysis while the pool's ordinary events hit it (MINUTES=3)"
 	@echo "make bench  - benchmarks vs the pool's floor and dask-jobqueue (table, JSON, plot in bench/results/)"
 	@echo "make pins   - re-resolve pins/requirements.in into pins/constraints.txt"
@@ -41,6 +42,13 @@ down: rig-down
 
 demo: up
 	$(IN_ANALYST) python integration/demo.py
+
+# The usage notebook in JupyterLab, as alice, against the local stack: open
+# the printed http://127.0.0.1:$(LAB_PORT)/lab?token=... link on this machine.
+LAB_PORT ?= 18888
+lab: up
+	$(IN_ANALYST) sh -c 'mkdir -p /tmp/work && cp /src/client/examples/*.ipynb /tmp/work/ \
+	  && exec jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --ServerApp.root_dir=/tmp/work'
 
 lint: images
 	$(IN_ANALYST) sh -c 'ruff check --no-cache . && ruff format --no-cache --check . && python scripts/check_docs.py'

@@ -131,8 +131,14 @@ def test_the_usage_notebook_runs_in_a_real_kernel_and_is_pictured(tmp_path):
     errors = [o for outs in outputs.values() for o in outs if o.output_type == "error"]
     assert not errors, errors
     assert "HTCondor jobs:" in shown("cell-1", "text/html"), "no job table for the new cluster"
-    progress = shown("cell-wait", "text/plain")
-    assert "waiting for 5 workers" in progress, progress
+    # The wait's progress is a bar in its cell, updated in place to its end;
+    # nothing at all went to stderr (a notebook shows it as an error).
+    progress = shown("cell-wait", "text/html")
+    assert "waiting for 5 workers" in progress and "5/5 workers" in progress, progress
+    assert "<progress value='5' max='5'>" in progress, progress
+    stderr = [o for outs in outputs.values() for o in outs
+              if o.output_type == "stream" and o.name == "stderr"]  # fmt: skip
+    assert not stderr, stderr
     # Fresh jobs are idle (their input is not spooled), never shown as held.
     assert re.search(r"held [1-9]", progress) is None, progress
     assert "True" in shown("cell-4", "text/plain"), shown("cell-4", "text/plain")

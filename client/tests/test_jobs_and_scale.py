@@ -127,7 +127,7 @@ def running(reconciler, watcher):
     return ClusterRuntime(spec, None, reconciler, watcher, {})
 
 
-def wait_with_a_watcher(link_setup, n=1, timeout=None, schedd=None):
+def wait_with_a_watcher(link_setup, n=1, timeout=None, schedd=None, progress=None):
     """``wait_for_workers(n)`` on a cluster whose watcher runs against the fakes."""
     from htcdaskgateway.naming import CLUSTER_ATTRIBUTE, GATEWAY_ATTRIBUTE, USER_ATTRIBUTE
 
@@ -147,12 +147,49 @@ def wait_with_a_watcher(link_setup, n=1, timeout=None, schedd=None):
     async def body():
         runtime.watcher.start()
         try:
-            await wait_for_workers(runtime, n, timeout)
+            await wait_for_workers(runtime, n, timeout, progress)
         finally:
             await runtime.watcher.stop()
 
     asyncio.run(body())
     return schedd, link
+
+
+class RecordedProgress:
+    def __init__(self) -> None:
+        self.shown: list[tuple[int, int, str]] = []
+        self.ended = False
+
+    def show(self, joined: int, n: int, state: str) -> None:
+        self.shown.append((joined, n, state))
+
+    def done(self) -> None:
+        self.ended = True
+
+
+def test_wait_for_workers_shows_its_progress_where_it_is_told_and_ends_it():
+    from htcdaskgateway.view import progress_html
+
+    def a_worker_joins(link):
+        link.workers = set(link.queued_job)
+
+    progress = RecordedProgress()
+    wait_with_a_watcher(a_worker_joins, progress=progress)
+    joined, n, state = progress.shown[-1]
+    assert (joined, n) == (1, 1) and state.startswith("jobs idle 1"), progress.shown
+    assert progress.ended
+    bar = progress_html("abc: waiting for 3 workers", 2, 3, "jobs idle 1, running 2, held 0")
+    assert "<progress value='2' max='3'>" in bar and "2/3 workers; jobs idle 1" in bar
+
+
+def test_outside_a_notebook_progress_is_a_line_on_stderr(capsys):
+    from htcdaskgateway.view import Progress, progress_for
+
+    progress = progress_for("abc: waiting for 2 workers")
+    assert isinstance(progress, Progress)
+    progress.show(1, 2, "jobs idle 1")
+    progress.show(1, 2, "jobs idle 1")
+    assert capsys.readouterr().err == "abc: waiting for 2 workers: 1/2 workers; jobs idle 1\n"
 
 
 def test_wait_for_workers_outlasts_a_scheduler_that_answers_late():

@@ -257,9 +257,11 @@ class HTCGatewayCluster(ScalesByTarget, ShownWithJobs, OwnGatewayCluster):
         n = wanted.worker_count(n, "wait_for_workers()")
         if timeout is not None:
             timeout = wanted.seconds(timeout, "wait_for_workers(timeout=...)")
-        return self.gateway.sync(self._wait_for_workers, n, timeout)
+        # Shown from this thread, so that a notebook puts it in this cell.
+        progress = view.progress_for(f"{self.name}: waiting for {n} workers")
+        return self.gateway.sync(self._wait_for_workers, n, timeout, progress)
 
-    async def _wait_for_workers(self, n: int, timeout: float | None) -> None:
+    async def _wait_for_workers(self, n: int, timeout: float | None, progress: Any = None) -> None:
         if self.scheduler_comm is None or self._runtime is None:
             raise GatewayClusterError(f"Cluster {self.name} is not running; no workers can join")
-        await waiting.wait_for_workers(self._runtime, n, timeout)
+        await waiting.wait_for_workers(self._runtime, n, timeout, progress)

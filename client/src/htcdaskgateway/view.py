@@ -111,7 +111,8 @@ class Progress:
         self.last = ""
         self.interactive = sys.stderr.isatty()
 
-    def show(self, text: str) -> None:
+    def show(self, joined: int, n: int, state: str) -> None:
+        text = f"{joined}/{n} workers; {state}"
         if text == self.last:
             return
         self.last = text
@@ -124,6 +125,55 @@ class Progress:
     def done(self) -> None:
         if self.interactive and self.last:
             sys.stderr.write("\n")
+
+
+def progress_html(prefix: str, joined: int, n: int, state: str) -> str:
+    return (
+        f"<div class='htcdaskgateway-progress'><b>{html.escape(prefix)}</b> "
+        f"<progress value='{min(joined, n)}' max='{max(n, 1)}'></progress> "
+        f"<span>{joined}/{n} workers; {html.escape(state)}</span></div>"
+    )
+
+
+class NotebookProgress:
+    """A progress bar in the cell's output, updated in place (a display id).
+
+    Plain HTML rather than a widget: it needs no widget manager, so the
+    saved or rendered notebook keeps the last state, and nothing goes to
+    stderr, which a notebook shows as an error.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        from IPython.display import HTML, display
+
+        self.prefix = prefix
+        self.last = ""
+        self._html = HTML
+        self.handle = display(HTML(progress_html(prefix, 0, 0, "starting")), display_id=True)
+
+    def show(self, joined: int, n: int, state: str) -> None:
+        text = progress_html(self.prefix, joined, n, state)
+        if text != self.last and self.handle is not None:
+            self.last = text
+            self.handle.update(self._html(text))
+
+    def done(self) -> None:
+        pass
+
+
+def in_a_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (whose stderr the notebook shows in red)."""
+    if "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def progress_for(prefix: str) -> Progress | NotebookProgress:
+    """The bar in a notebook, the line elsewhere. Made in the caller's thread."""
+    return NotebookProgress(prefix) if in_a_notebook() else Progress(prefix)
 
 
 class ShownWithJobs:

@@ -24,11 +24,17 @@ SCHEDULER_SILENCE_LIMIT = 60.0
 PROGRESS_PERIOD = 1.0
 
 
-async def wait_for_workers(runtime: ClusterRuntime, n: int, timeout: float | None) -> None:
+async def wait_for_workers(
+    runtime: ClusterRuntime,
+    n: int,
+    timeout: float | None,
+    progress: view.Progress | view.NotebookProgress | None = None,
+) -> None:
     """Return once ``n`` workers have joined; raise why they cannot, or after ``timeout``."""
     name, watcher, tracker = runtime.spec.name, runtime.watcher, runtime.tracker
     deadline = None if timeout is None else time.monotonic() + timeout
-    progress = view.Progress(f"{name}: waiting for {n} workers")
+    if progress is None:
+        progress = view.Progress(f"{name}: waiting for {n} workers")
     async with watcher.hurried():
         try:
             # A look that began after the call, so a scale() just made is seen.
@@ -42,7 +48,7 @@ async def wait_for_workers(runtime: ClusterRuntime, n: int, timeout: float | Non
                     state += (
                         f"; {failures} ended without serving ({tracker.failures[-1].describe()})"
                     )
-                progress.show(f"{joined}/{n} workers; {state}")
+                progress.show(joined, n, state)
                 if watcher.unreachable:
                     raise GatewayClusterError(
                         unreachable_workers_message(name, watcher.unreachable)

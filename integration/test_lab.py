@@ -1,0 +1,192 @@
+"""The analyst's JupyterLab in a real browser (issue 29).
+
+JupyterLab (with ipywidgets and dask-labextension, as `make lab` serves it)
+runs here as alice against the stack; headless Chromium, Debian's, driven
+through Playwright, does what an analyst does: runs the usage notebook cell
+by cell, scales with the cluster widget's Scale button, waits with the
+progress bar, computes, opens dask dashboard panes from the lab's Dask
+side panel (through the gateway's proxy) and shuts the cluster down.
+Screenshots go to build/e2e-artifacts/ (the client README shows them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import TARGET, nothing_queued, wait_for
+from htcdaskgateway import HTCGateway
+
+pytestmark = pytest.mark.skipif(TARGET == "k8s", reason="the compose stack's lab")
+
+ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", "/src/build/e2e-artifacts"))
+EXAMPLES = Path(__file__).resolve().parents[1] / "client" / "examples"
+CHROMIUM = "/usr/bin/chromium"
+WORKERS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _notebook(path: Path) -> None:
+    """The usage notebook, its scale() cell left to the widget's Scale button."""
+    nb = json.loads((EXAMPLES / "usage.ipynb").read_text())
+    cells = []
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and "cluster.scale(" in source:
+            continue
+        source = source.replace("wait_for_workers(5)", f"wait_for_workers({WORKERS})")
+        cells.append({**cell, "source": source, "outputs": [], "execution_count": None}
+                     if cell["cell_type"] == "code" else {**cell, "source": source})  # fmt: skip
+    path.write_text(json.dumps({**nb, "cells": cells}))
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[str]:
+    """A JupyterLab server as `make lab` starts it; its URL with a fresh token."""
+    work = tmp_path / "work"
+    work.mkdir()
+    _notebook(work / "usage.ipynb")
+    port, token = _free_port(), secrets.token_hex(16)
+    server = subprocess.Popen(
+        ["jupyter", "lab", "--ip=127.0.0.1", f"--port={port}", "--no-browser",
+         f"--ServerApp.root_dir={work}", f"--IdentityProvider.token={token}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "lab.log").open("w"),
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")},
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, "JupyterLab to answer", 90, interval=0.5)
+        yield f"{base}/lab/tree/usage.ipynb?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        print((tmp_path / "lab.log").read_text()[-3000:])
+
+
+def _run_cell(page, index: int, timeout: float = 300) -> None:
+    """Select code cell ``index`` and run it with Shift+Enter, as an analyst does."""
+    cell = page.locator(".jp-Notebook .jp-CodeCell").nth(index)
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    prompt = cell.locator(".jp-InputPrompt")
+    page.wait_for_function(
+        "el => /\\[\\d+\\]/.test(el.textContent)", arg=prompt.element_handle(),
+        timeout=timeout * 1000,
+    )  # fmt: skip
+
+
+def test_the_usage_notebook_in_jupyterlab_with_widget_progress_and_dashboards(lab):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                  # Loopback only: every other host name resolves to nothing.
+                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        name = None
+        try:
+            name = _drive(page, lab)
+        except BaseException:
+            page.screenshot(path=ARTIFACTS / "lab-failure.png", full_page=True)
+            raise
+        finally:
+            browser.close()
+            if name is None:  # the notebook's cluster, if it got that far
+                with HTCGateway() as gateway:
+                    for report in gateway.list_clusters():
+                        gateway.connect(report.name).shutdown()
+    wait_for(lambda: nothing_queued(name), f"the jobs of {name} to leave", 60)
+
+
+def _drive(page, url: str) -> str:
+    """The analyst's session; returns the cluster's name."""
+    started = time.monotonic()
+    page.goto(url)
+    page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=120_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+
+    # The cluster: dask-gateway's live widget, with its HTCondor job table.
+    _run_cell(page, 0)
+    widget = page.locator(".jp-OutputArea-output").filter(has_text="Manual Scaling").first
+    widget.wait_for(timeout=60_000)
+    name = re.search(r"Name: (\S+)", widget.inner_text()).group(1)
+    widget.get_by_text("Manual Scaling").click()
+    workers = widget.locator("input[type='number']").first
+    workers.fill(str(WORKERS))
+    widget.get_by_role("button", name="Scale").click()
+    widget.get_by_text(f"running {WORKERS}").wait_for(timeout=180_000)
+    widget.screenshot(path=ARTIFACTS / "lab-widget.png")
+
+    # The client, then the wait: a progress bar that ends at 3/3.
+    _run_cell(page, 1)
+    _run_cell(page, 2)
+    progress = page.locator(f"progress[value='{WORKERS}'][max='{WORKERS}']")
+    progress.wait_for(timeout=60_000)
+    progress.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')]").screenshot(
+        path=ARTIFACTS / "lab-progress.png"
+    )
+    _run_cell(page, 3)
+    result = page.locator(".jp-Notebook .jp-CodeCell").nth(3).locator(".jp-OutputArea-output")
+    assert "True" in result.inner_text()
+
+    # The Dask side panel finds the notebook's dashboard (through the
+    # gateway's proxy) and opens its panes in the lab.
+    page.locator("li[data-id='dask-dashboard-launcher']").click()
+    page.get_by_title("Auto-detect dashboard URL").click()
+    url_input = page.locator(".dask-URLInput input")
+    page.wait_for_function(
+        "el => el.value.includes('/clusters/')", arg=url_input.element_handle(), timeout=60_000
+    )
+    dashboard = url_input.input_value()
+    _run_cell(page, 3)  # some tasks for the task stream to show
+    for pane in ("Workers", "Task Stream"):
+        button = page.locator(".dask-DashboardListing-item button", has_text=pane).first
+        wait_for(button.is_enabled, f"the {pane} pane to be offered for {dashboard}", 60)
+        button.click()
+    frames = page.locator(".dask-DaskDashboard-widget iframe")
+    frames.nth(1).wait_for(timeout=60_000)
+    srcs = [frames.nth(i).get_attribute("src") or "" for i in range(frames.count())]
+    assert all(src.startswith(dashboard.split("/status")[0]) for src in srcs), (dashboard, srcs)
+    workers_pane = page.frame_locator(".dask-DaskDashboard-widget iframe[src*='workers']")
+    workers_pane.get_by_text("htc-").first.wait_for(timeout=60_000)
+    page.screenshot(path=ARTIFACTS / "lab-dashboard.png")
+
+    # Shut down, as the notebook's last cell does.
+    page.locator(".jp-Notebook .jp-CodeCell").nth(5).scroll_into_view_if_needed()
+    _run_cell(page, 5)
+    stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
+    assert stderr.count() == 0, stderr.all_inner_texts()
+    with HTCGateway() as gateway:
+        assert name not in {c.name for c in gateway.list_clusters()}
+    print(f"lab session: {time.monotonic() - started:.1f} s")
+    return name
