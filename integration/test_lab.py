@@ -143,7 +143,7 @@ def _drive(page, url: str) -> str:
     widget.get_by_text("Manual Scaling").click()
     workers = widget.locator("input[type='number']").first
     workers.fill(str(WORKERS))
-    widget.get_by_role("button", name="Scale").click()
+    widget.get_by_role("button", name="Scale", exact=True).click()
     widget.get_by_text(f"running {WORKERS}").wait_for(timeout=180_000)
     widget.screenshot(path=ARTIFACTS / "lab-widget.png")
 
@@ -181,8 +181,10 @@ def _drive(page, url: str) -> str:
     workers_pane.get_by_text("htc-").first.wait_for(timeout=60_000)
     page.screenshot(path=ARTIFACTS / "lab-dashboard.png")
 
-    # Shut down, as the notebook's last cell does.
-    page.locator(".jp-Notebook .jp-CodeCell").nth(5).scroll_into_view_if_needed()
+    # The cluster again (its job table after the work), then shut down, as
+    # the notebook's last cell does.
+    page.locator(".jp-NotebookPanel").first.click()
+    _run_cell(page, 4)
     _run_cell(page, 5)
     stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
     assert stderr.count() == 0, stderr.all_inner_texts()
