@@ -183,7 +183,6 @@ def _drive(page, url: str) -> str:
 
     # The cluster again (its job table after the work), then shut down, as
     # the notebook's last cell does.
-    page.locator(".jp-NotebookPanel").first.click()
     _run_cell(page, 4)
     _run_cell(page, 5)
     stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
