@@ -11,7 +11,7 @@ COMPOSE := docker compose
 IN_ANALYST := $(COMPOSE) run --rm --no-deps analyst
 PYTEST := scripts/pytest-in-analyst
 
-.PHONY: help docker images up down demo lab lint unit e2e test soak bench pins clean chart-check e2e-k8s rig-up rig-down dist version
+.PHONY: help docker images up down demo lab lab-k8s lint unit e2e test soak bench pins clean chart-check e2e-k8s rig-up rig-down dist version
 
 help:
 	@echo "make demo   - start the local pool + gateway and run the seed's usage on 5 HTCondor workers"
@@ -19,6 +19,7 @@ help:
 	@echo "make e2e    - end-to-end tests only;  make unit - unit tests only"
 	@echo "make up / make down - start / stop (and wipe) the local stack"
 	@echo "make lab    - JupyterLab as an analyst's (client, widgets, dask-labextension) on the local stack, port LAB_PORT"
+	@echo "make lab-k8s - the same against the chart on the rig (make e2e-k8s's set-up)"
 	@echo "make soak   - a running analysis while the pool's ordinary events hit it (MINUTES=3)"
 	@echo "make bench  - benchmarks vs the pool's floor and dask-jobqueue (table, JSON, plot in bench/results/)"
 	@echo "make pins   - re-resolve pins/requirements.in into pins/constraints.txt"
@@ -43,12 +44,15 @@ down: rig-down
 demo: up
 	$(IN_ANALYST) python integration/demo.py
 
-# The usage notebook in JupyterLab, as alice, against the local stack: open
-# the printed http://127.0.0.1:$(LAB_PORT)/lab?token=... link on this machine.
+# The usage notebook in JupyterLab, as alice, against the local stack
+# (lab-k8s: against the rig's gateway): open the printed
+# http://127.0.0.1:$(LAB_PORT)/lab?token=... link on this machine.
 LAB_PORT ?= 18888
 lab: up
-	$(IN_ANALYST) sh -c 'mkdir -p /tmp/work && cp /src/client/examples/*.ipynb /tmp/work/ \
-	  && exec jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --ServerApp.root_dir=/tmp/work'
+	LAB_PORT=$(LAB_PORT) scripts/lab-in-analyst
+
+lab-k8s: images
+	LAB_PORT=$(LAB_PORT) E2E_K8S_LAB=1 integration/k8s/e2e.sh
 
 lint: images
 	$(IN_ANALYST) sh -c 'ruff check --no-cache . && ruff format --no-cache --check . && python scripts/check_docs.py'

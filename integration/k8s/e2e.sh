@@ -9,6 +9,8 @@
 #     (JupyterHub auth, + rig-hub-values.yaml), each `helm test`ed
 #   4 pytest in the analyst container, with kubectl, helm and a kubeconfig
 # E2E_K8S_TESTS overrides the test selection; KEEP_RIG=1 leaves it all up.
+# E2E_K8S_LAB=1 (make lab-k8s) serves JupyterLab against the rig's gateway
+# in place of step 4, until it is stopped.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
@@ -113,8 +115,12 @@ ANALYST_RUN_ARGS="-v $bin/kubectl:/usr/local/bin/kubectl:ro -v $bin/helm:/usr/lo
   -e DASK_GATEWAY__HTCONDOR__WORKER__HOST=$RIG_HOST_IP"
 export ANALYST_RUN_ARGS
 rc=0
-# shellcheck disable=SC2086
-scripts/pytest-in-analyst $TESTS || rc=$?
+if [ "${E2E_K8S_LAB:-0}" = 1 ]; then
+  scripts/lab-in-analyst || rc=$?
+else
+  # shellcheck disable=SC2086
+  scripts/pytest-in-analyst $TESTS || rc=$?
+fi
 if [ $rc != 0 ]; then
   log "failed: cluster state"
   "$rig" kubectl get pods,daskclusters -A -o wide || true
