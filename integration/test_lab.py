@@ -90,14 +90,16 @@ def lab(tmp_path: Path) -> Iterator[str]:
 
 
 def _run_cell(page, index: int, timeout: float = 300) -> None:
-    """Select code cell ``index`` and run it with Shift+Enter, as an analyst does."""
+    """Select code cell ``index`` and run it with Shift+Enter, as an analyst
+    does; return when its prompt shows a new execution count."""
     cell = page.locator(".jp-Notebook .jp-CodeCell").nth(index)
+    prompt = cell.locator(".jp-InputPrompt")
+    before = prompt.inner_text()
     cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
-    prompt = cell.locator(".jp-InputPrompt")
     page.wait_for_function(
-        "el => /\\[\\d+\\]/.test(el.textContent)", arg=prompt.element_handle(),
-        timeout=timeout * 1000,
+        "([el, before]) => /\\[\\d+\\]/.test(el.textContent) && el.textContent !== before",
+        arg=[prompt.element_handle(), before], timeout=timeout * 1000,
     )  # fmt: skip
 
 
@@ -170,7 +172,9 @@ def _drive(page, url: str) -> str:
     dashboard = url_input.input_value()
     _run_cell(page, 3)  # some tasks for the task stream to show
     for pane in ("Workers", "Task Stream"):
-        button = page.locator(".dask-DashboardListing-item button", has_text=pane).first
+        button = page.locator(".dask-DashboardListing-item button").filter(
+            has_text=re.compile(f"^{pane}$")
+        )
         wait_for(button.is_enabled, f"the {pane} pane to be offered for {dashboard}", 60)
         button.click()
     frames = page.locator(".dask-DaskDashboard-widget iframe")
