@@ -161,6 +161,17 @@ def _drive(page, url: str) -> str:
     result = page.locator(".jp-Notebook .jp-CodeCell").nth(3).locator(".jp-OutputArea-output")
     assert "True" in result.inner_text()
 
+    # The client's "Launch dashboard in JupyterLab" button, which does
+    # nothing for a gateway cluster elsewhere (dask-gateway #830), opens
+    # dask-labextension's default panes of this cluster's dashboard.
+    frames = page.locator(".dask-DaskDashboard-widget iframe")
+    client_cell = page.locator(".jp-Notebook .jp-CodeCell").nth(1)
+    client_cell.get_by_role("button", name="Launch dashboard in JupyterLab").click()
+    frames.first.wait_for(timeout=60_000)
+    page.screenshot(path=ARTIFACTS / "lab-launch-button.png")
+    # Back to the notebook: the side panel asks the current notebook's kernel.
+    page.locator(".lm-TabBar-tab").filter(has_text="usage.ipynb").first.click()
+
     # The Dask side panel finds the notebook's dashboard (through the
     # gateway's proxy) and opens its panes in the lab.
     page.locator("li[data-id='dask-dashboard-launcher']").click()
@@ -177,11 +188,12 @@ def _drive(page, url: str) -> str:
         )
         wait_for(button.is_enabled, f"the {pane} pane to be offered for {dashboard}", 60)
         button.click()
-    frames = page.locator(".dask-DaskDashboard-widget iframe")
     frames.nth(1).wait_for(timeout=60_000)
     srcs = [frames.nth(i).get_attribute("src") or "" for i in range(frames.count())]
     assert all(src.startswith(dashboard.split("/status")[0]) for src in srcs), (dashboard, srcs)
-    workers_pane = page.frame_locator(".dask-DaskDashboard-widget iframe[src*='workers']")
+    workers_pane = page.frame_locator(
+        ".dask-DaskDashboard-widget iframe[src$='individual-workers']"
+    )
     workers_pane.get_by_text("htc-").first.wait_for(timeout=60_000)
     page.screenshot(path=ARTIFACTS / "lab-dashboard.png")
 
