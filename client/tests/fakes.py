@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import classad2
+from distributed.comm.core import CommClosedError
 
 from htcdaskgateway.errors import ScheddUnavailableError, SubmitError
 from htcdaskgateway.jobs import (
@@ -263,6 +264,16 @@ class FakeSchedulerLink:
         self.worker_versions: dict[JobId, dict[str, str | None]] = {}
         self.versions_asked = 0
         self.confirms = 0
+        self.drop_once: set[str] = set()  # calls whose next answer is a dropped connection
+
+    def fail_next(self, call: str) -> None:
+        """The next ``call`` fails as a proxy restart makes it fail."""
+        self.drop_once.add(call)
+
+    def _dropped(self, call: str) -> None:
+        if call in self.drop_once:
+            self.drop_once.discard(call)
+            raise CommClosedError(f"in <TLS (closed) ConnectionPool.{call}>: Stream is closed")
 
     def _check(self) -> None:
         if self.unreachable:
@@ -314,6 +325,7 @@ class FakeSchedulerLink:
 
     async def jobs_to_close(self, n: int, among: list[JobId] | None = None) -> list[JobId]:
         self._check()
+        self._dropped("jobs_to_close")
         workers = self.workers if among is None else self.workers & set(among)
         return sorted(workers, key=lambda j: j.sort_key, reverse=True)[:n]
 

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from htcdaskgateway.errors import SettingError
+from htcdaskgateway.errors import SchedulerConnectionError, SettingError
 from htcdaskgateway.jobs import JobStatus
 from htcdaskgateway.naming import GROUP_ATTRIBUTE
 from htcdaskgateway.runtime import start_runtime
@@ -198,5 +198,35 @@ def test_a_pod_group_hands_its_target_to_the_gateway_once_and_beside_htcondor_jo
         finally:
             for client in (notebook, other):
                 await client._runtime.watcher.stop()
+
+    asyncio.run(body())
+
+
+def test_a_connection_dropped_while_scaling_says_so_and_a_stored_target_is_still_applied():
+    async def body():
+        schedd, link = FakeSchedd(), FakeSchedulerLink()
+        notebook = await open_client(schedd, link, "notebook", HTCondorSettings.from_config())
+        try:
+            await notebook._set_target(ScaleTarget(3, 1000))
+            assert groups_of(schedd) == ["default"] * 3
+            # Dropped before the scheduler stored it: a clear error, nothing changed.
+            link.unreachable = True
+            with pytest.raises(SchedulerConnectionError, match="nothing changed: try again"):
+                await notebook._set_target(ScaleTarget(1, 1000))
+            link.unreachable = False
+            assert link.plugin.targets["default"]["n"] == 3
+            # Stored, then dropped while choosing which workers to close (the
+            # proxy cut in stop 33's soak): no error; the watcher applies it.
+            queue = schedd.queue.items()
+            link.workers = {j for j, job in queue if "HTCDaskGatewayRole" not in job.ad}
+            for job_id in link.workers:
+                schedd.queue[job_id].status = JobStatus.RUNNING
+            link.fail_next("jobs_to_close")
+            await notebook._set_target(ScaleTarget(1, 1000))
+            assert link.plugin.targets["default"]["n"] == 1
+            await notebook._runtime.groups[DEFAULT_GROUP].step()
+            assert groups_of(schedd) == ["default"]
+        finally:
+            await notebook._runtime.watcher.stop()
 
     asyncio.run(body())

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         GatewayAccessError,
         HTCondorError,
         ScheddUnavailableError,
+        SchedulerConnectionError,
         SettingError,
         SubmitError,
     )
@@ -30,6 +31,7 @@ _MODULE_OF = {
     "GatewayAccessError": ".errors",
     "HTCondorError": ".errors",
     "ScheddUnavailableError": ".errors",
+    "SchedulerConnectionError": ".errors",
     "SettingError": ".errors",
     "SubmitError": ".errors",
 }
@@ -40,6 +42,7 @@ __all__ = [
     "HTCGatewayCluster",
     "HTCondorError",
     "ScheddUnavailableError",
+    "SchedulerConnectionError",
     "SettingError",
     "SubmitError",
     "__version__",

@@ -19,6 +19,10 @@ class SubmitError(HTCondorError):
     """The schedd did not accept the worker jobs."""
 
 
+class SchedulerConnectionError(GatewayClusterError):
+    """The connection to the cluster's scheduler dropped during a call; nothing was changed."""
+
+
 class CredentialError(GatewayClusterError):
     """The cluster's TLS credentials are unusable for worker jobs."""
 

@@ -9,6 +9,7 @@ scheduler with its target, so that ``connect()`` and the CLI see it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,10 +17,12 @@ import dask.config
 from dask_gateway import GatewayClusterError
 
 from . import wanted
-from .errors import SettingError
+from .errors import SchedulerConnectionError, SettingError
 from .pods import POD_KIND
 from .settings import HTCondorSettings, checked_group_name
 from .targets import DEFAULT_GROUP, TARGET_VERSION, AdaptTarget, ScaleTarget, Target, target_to_wire
+
+logger = logging.getLogger(__name__)
 
 
 class ScalesByTarget:
@@ -202,24 +205,50 @@ class ScalesByTarget:
         self, target: Target | None, group: str = DEFAULT_GROUP, spec: dict[str, Any] | None = None
     ) -> None:
         watcher = self._running_watcher()
-        reply = await watcher.link.set_target(
-            self._token, target_to_wire(target), watcher.apply_ttl, group, spec
-        )
+        # OSError covers what a dropped or silent connection raises here:
+        # distributed's CommClosedError, refused connections, TimeoutError.
+        try:
+            reply = await watcher.link.set_target(
+                self._token, target_to_wire(target), watcher.apply_ttl, group, spec
+            )
+        except OSError as exc:
+            raise SchedulerConnectionError(
+                f"The connection to cluster {self.name}'s scheduler (through the gateway's "
+                f"proxy) dropped before it stored the new target ({exc!r}); nothing changed: "
+                "try again (a proxy or scheduler restart takes seconds)"
+            ) from exc
         watcher.follow(reply)
         reconciler = watcher.groups.get(group)
         if reconciler is None:
             raise SettingError(f"Worker group {group!r} cannot be used by this client")
         if target is not None:
-            await reconciler.step(raise_errors=True)
+            await self._act_now(reconciler, group)
         watcher.wake()
+
+    async def _act_now(self, reconciler: Any, group: str) -> None:
+        """Apply a stored target at once; a dropped scheduler connection is
+        not an error here: the target is kept and the watcher applies it."""
+        try:
+            await reconciler.step(raise_errors=True)
+        except OSError as exc:
+            logger.info(
+                "Cluster %s: the target of group %s is stored; applying it waits for the "
+                "scheduler connection (%r)", self.name, group, exc,
+            )  # fmt: skip
 
     async def _delete_group(self, name: str) -> None:
         watcher = self._running_watcher()
-        reply = await watcher.link.delete_group(self._token, name, watcher.apply_ttl)
+        try:
+            reply = await watcher.link.delete_group(self._token, name, watcher.apply_ttl)
+        except OSError as exc:
+            raise SchedulerConnectionError(
+                f"The connection to cluster {self.name}'s scheduler dropped before it removed "
+                f"worker group {name!r} ({exc!r}); nothing changed: try again"
+            ) from exc
         watcher.follow(reply)
         reconciler = watcher.groups.get(name)
         if reconciler is not None:
-            await reconciler.step(raise_errors=True)
+            await self._act_now(reconciler, name)
         watcher.wake()
 
 
