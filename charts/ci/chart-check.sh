@@ -37,13 +37,12 @@ if [ -z "${SCHEDULER_IMAGE:-}" ]; then
 fi
 
 out=$(mktemp -d /tmp/chart-check.XXXXXX)
-# One container per image, each step a `docker exec` in it: an engine
-# without overlayfs (vfs, as in a container-in-a-container CI machine)
-# copies the whole image for every `docker run`, which made the eleven
-# runs here cost minutes instead of seconds.
+# One container per image: an engine without overlayfs (vfs, as in a
+# container-in-a-container CI machine) copies the whole image for every
+# `docker run`, which made eleven runs here cost minutes instead of seconds.
+# The tools' steps are each a `docker exec` in one container.
 tools_box=chart-check-tools-$$
-load_box=chart-check-load-$$
-trap 'docker rm -f "$tools_box" "$load_box" >/dev/null 2>&1; rm -rf "$out"' EXIT
+trap 'docker rm -f "$tools_box" >/dev/null 2>&1; rm -rf "$out"' EXIT
 # The scheduler image's user (uid 1000) reads the rendered files.
 chmod 0755 "$out"
 docker run -d --name "$tools_box" --user "$(id -u):$(id -g)" -v "$PWD:/src:ro" -v "$out:/out" \
@@ -68,17 +67,20 @@ for v in $KUBERNETES_VERSIONS; do kv_args+=(-k "$v"); done
 step "3 validate" tools python charts/ci/validate_manifests.py "${kv_args[@]}" /out
 # pytest's exit 5 (no tests collected) is non-zero: it fails the step too.
 step "4 pytest" tools python -m pytest -p no:cacheprovider -ra charts/tests
+# One run of the scheduler image loads every value set: its image is large,
+# and `docker exec` into it failed on a nested engine (runc's setns, as its
+# user "dask"), where the tools container's did not.
 load_all() {
-  local set rc=0
-  docker run -d --name "$load_box" -v "$out:/rendered:ro" \
+  docker run --rm -v "$out:/rendered:ro" \
     -v "$PWD/charts/ci/load_gateway_config.py:/opt/chart-check/load_gateway_config.py:ro" \
-    --entrypoint sleep "$SCHEDULER_IMAGE" infinity >/dev/null || return 1
-  while read -r set; do
-    log "load [$set] in $SCHEDULER_IMAGE"
-    docker exec "$load_box" python /opt/chart-check/load_gateway_config.py \
-      "/rendered/$set/config" "/rendered/$set/gateway-env.json" "/rendered/$set/expected.json" || rc=1
-  done <"$out/value-sets.txt"
-  return $rc
+    --entrypoint sh "$SCHEDULER_IMAGE" -c '
+      rc=0
+      while read -r set; do
+        echo "chart-check: load [$set]"
+        python /opt/chart-check/load_gateway_config.py \
+          "/rendered/$set/config" "/rendered/$set/gateway-env.json" "/rendered/$set/expected.json" || rc=1
+      done </rendered/value-sets.txt
+      exit $rc'
 }
 step "5 load" load_all
 
