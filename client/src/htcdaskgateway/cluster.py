@@ -258,7 +258,7 @@ class HTCGatewayCluster(ScalesByTarget, ShownWithJobs, OwnGatewayCluster):
         if timeout is not None:
             timeout = wanted.seconds(timeout, "wait_for_workers(timeout=...)")
         # Shown from this thread, so that a notebook puts it in this cell.
-        progress = view.progress_for(f"{self.name}: waiting for {n} workers")
+        progress = view.progress_for(view.waiting_title(self.name, n))
         return self.gateway.sync(self._wait_for_workers, n, timeout, progress)
 
     async def _wait_for_workers(self, n: int, timeout: float | None, progress: Any = None) -> None:

@@ -212,11 +212,7 @@ class ScalesByTarget:
                 self._token, target_to_wire(target), watcher.apply_ttl, group, spec
             )
         except OSError as exc:
-            raise SchedulerConnectionError(
-                f"The connection to cluster {self.name}'s scheduler (through the gateway's "
-                f"proxy) dropped before it stored the new target ({exc!r}); nothing changed: "
-                "try again (a proxy or scheduler restart takes seconds)"
-            ) from exc
+            raise self._dropped("stored the new target", exc) from exc
         watcher.follow(reply)
         reconciler = watcher.groups.get(group)
         if reconciler is None:
@@ -224,6 +220,13 @@ class ScalesByTarget:
         if target is not None:
             await self._act_now(reconciler, group)
         watcher.wake()
+
+    def _dropped(self, before: str, exc: OSError) -> SchedulerConnectionError:
+        return SchedulerConnectionError(
+            f"The connection to cluster {self.name}'s scheduler (through the gateway's "
+            f"proxy) dropped before it {before} ({exc!r}); nothing changed: try again "
+            "(a proxy or scheduler restart takes seconds)"
+        )
 
     async def _act_now(self, reconciler: Any, group: str) -> None:
         """Apply a stored target at once; a dropped scheduler connection is
@@ -241,10 +244,7 @@ class ScalesByTarget:
         try:
             reply = await watcher.link.delete_group(self._token, name, watcher.apply_ttl)
         except OSError as exc:
-            raise SchedulerConnectionError(
-                f"The connection to cluster {self.name}'s scheduler dropped before it removed "
-                f"worker group {name!r} ({exc!r}); nothing changed: try again"
-            ) from exc
+            raise self._dropped(f"removed worker group {name!r}", exc) from exc
         watcher.follow(reply)
         reconciler = watcher.groups.get(name)
         if reconciler is not None:

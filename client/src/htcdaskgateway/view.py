@@ -112,7 +112,7 @@ class Progress:
         self.interactive = sys.stderr.isatty()
 
     def show(self, joined: int, n: int, state: str) -> None:
-        text = f"{joined}/{n} workers; {state}"
+        text = progress_text(joined, n, state)
         if text == self.last:
             return
         self.last = text
@@ -127,11 +127,19 @@ class Progress:
             sys.stderr.write("\n")
 
 
+def waiting_title(name: object, n: int) -> str:
+    return f"{name}: waiting for {n} workers"
+
+
+def progress_text(joined: int, n: int, state: str) -> str:
+    return f"{joined}/{n} workers; {state}"
+
+
 def progress_html(prefix: str, joined: int, n: int, state: str) -> str:
     return (
         f"<div class='htcdaskgateway-progress'><b>{html.escape(prefix)}</b> "
         f"<progress value='{min(joined, n)}' max='{max(n, 1)}'></progress> "
-        f"<span>{joined}/{n} workers; {html.escape(state)}</span></div>"
+        f"<span>{html.escape(progress_text(joined, n, state))}</span></div>"
     )
 
 

@@ -34,7 +34,7 @@ async def wait_for_workers(
     name, watcher, tracker = runtime.spec.name, runtime.watcher, runtime.tracker
     deadline = None if timeout is None else time.monotonic() + timeout
     if progress is None:
-        progress = view.Progress(f"{name}: waiting for {n} workers")
+        progress = view.Progress(view.waiting_title(name, n))
     async with watcher.hurried():
         try:
             # A look that began after the call, so a scale() just made is seen.
