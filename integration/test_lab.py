@@ -136,6 +136,8 @@ def _show_tab(page, title: str) -> None:
 
 def test_the_usage_notebook_in_jupyterlab_with_widget_progress_and_dashboards(lab):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with HTCGateway() as gateway:
+        before = {report.name for report in gateway.list_clusters()}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -152,10 +154,11 @@ def test_the_usage_notebook_in_jupyterlab_with_widget_progress_and_dashboards(la
             raise
         finally:
             browser.close()
-            if name is None:  # the notebook's cluster, if it got that far
+            if name is None:  # the notebook's cluster, if it got that far; no other
                 with HTCGateway() as gateway:
                     for report in gateway.list_clusters():
-                        gateway.connect(report.name).shutdown()
+                        if report.name not in before:
+                            gateway.connect(report.name).shutdown()
     wait_for(lambda: nothing_queued(name), f"the jobs of {name} to leave", 60)
 
 
