@@ -269,3 +269,25 @@ def test_an_operators_preset_is_checked_when_the_config_is_read():
         HTCondorSettings.from_config({"worker-groups": {"big": {"max-jobs": 0}}})
     settings = HTCondorSettings.from_config({"worker-groups": {"gpu": {"worker": {"gpus": 1}}}})
     assert dict(settings.worker_groups) == {"gpu": {"worker": {"gpus": 1}}}
+
+
+def test_kept_claims_are_asked_for_within_the_operators_cap():
+    from htcdaskgateway.settings import HTCondorSettings
+    from htcdaskgateway.submit import worker_job_description
+
+    settings = HTCondorSettings.from_config({"worker": {"keep-claim-idle": 600}})
+    description = worker_job_description(
+        settings, "c1", "tls://proxy:8786", "/spool", user="alice", gateway_id="g", lease=60,
+        schedd="s", group=None,
+    )  # fmt: skip
+    assert description["keep_claim_idle"] == "600"
+    off = HTCondorSettings.from_config({"worker": {"keep-claim-idle": 0}})
+    assert off.worker.keep_claim_idle == 0
+    with pytest.raises(SettingError, match=r"keep-claim-idle is 7200 s.*at most 3600 s"):
+        HTCondorSettings.from_config({"worker": {"keep-claim-idle": 7200}})
+    with pytest.raises(SettingError, match="at most 60 s"):
+        HTCondorSettings.from_config({"max-keep-claim-idle": 60})  # the default 300 is above
+    with pytest.raises(SettingError, match="keep_claim_idle"):
+        HTCondorSettings.from_config({"submit": {"extra-directives": {"keep_claim_idle": "9999"}}})
+    with pytest.raises(SettingError, match="KeepClaimIdle"):
+        HTCondorSettings.from_config({"submit": {"attributes": {"KeepClaimIdle": "9999"}}})

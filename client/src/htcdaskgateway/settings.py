@@ -65,6 +65,7 @@ class WorkerSettings:
     gpus: int = 0
     require_gpus: str | None = None
     resources: tuple[tuple[str, float], ...] = ()  # beside GPU
+    keep_claim_idle: int = 0  # seconds
 
     @property
     def dask_resources(self) -> tuple[tuple[str, float], ...]:
@@ -91,6 +92,7 @@ class HTCondorSettings:
     watch_interval: float
     schedd_timeout: float
     max_jobs: int
+    max_keep_claim_idle: int
     gateway_id: str | None
     api_ca: str | None  # PEM
     worker: WorkerSettings
@@ -153,6 +155,9 @@ class HTCondorSettings:
             watch_interval=_at_least(raw["watch-interval"], "watch-interval", MIN_WATCH_INTERVAL),
             schedd_timeout=_at_least(raw["schedd-timeout"], "schedd-timeout", MIN_SCHEDD_TIMEOUT),
             max_jobs=_positive_int(raw["max-jobs"], "max-jobs"),
+            max_keep_claim_idle=_non_negative_int(
+                raw["max-keep-claim-idle"], "max-keep-claim-idle"
+            ),
             gateway_id=_optional_str(raw["gateway-id"], "gateway-id"),
             api_ca=_pem_certificates(raw["api-ca"], "api-ca"),
             worker=WorkerSettings(
@@ -173,6 +178,9 @@ class HTCondorSettings:
                 gpus=_non_negative_int(worker["gpus"], "worker.gpus"),
                 require_gpus=_optional_str(worker["require-gpus"], "worker.require-gpus"),
                 resources=_resources(worker["resources"]),
+                keep_claim_idle=_non_negative_int(
+                    worker["keep-claim-idle"], "worker.keep-claim-idle"
+                ),
             ),
             submit=SubmitSettings(
                 batch_name=_batch_name(submit["batch-name"]),
@@ -187,6 +195,12 @@ class HTCondorSettings:
     def __post_init__(self) -> None:
         if self.worker.universe != "vanilla" and self.worker.image is None:
             raise _fail("worker.image", f"an image for the {self.worker.universe} universe", None)
+        if self.worker.keep_claim_idle > self.max_keep_claim_idle:
+            raise SettingError(
+                f"{PREFIX}.worker.keep-claim-idle is {self.worker.keep_claim_idle} s; the "
+                f"gateway's operator allows at most {self.max_keep_claim_idle} s "
+                f"({PREFIX}.max-keep-claim-idle)"
+            )
 
 
 def _defaults() -> Mapping[str, Any]:
@@ -373,19 +387,20 @@ def _batch_name(value: object) -> str:
 # are refused, whatever the case. submit.requirements adds requirements
 # (ANDed); a Requirements attribute would replace the client's, including
 # the credentials job's "never run". KillSig stays open: kill-timeout bounds
-# a catchable kill_sig.
+# a catchable kill_sig. keep_claim_idle is worker.keep-claim-idle, which the
+# operator caps.
 PROTECTED_COMMANDS = frozenset(
     {
         "periodic_remove", "getenv", "environment", "env", "arguments", "args",
         "transfer_input_files", "executable", "transfer_executable", "leave_in_queue",
-        "initialdir", "iwd",
+        "initialdir", "iwd", "keep_claim_idle",
     }
 )  # fmt: skip
 PROTECTED_ATTRIBUTES = frozenset(
     {
         "periodicremove", "requirements", "transferinput", "transferexecutable", "cmd",
         "environment", "env", "args", "arguments", "iwd", "getenv", "leavejobinqueue",
-        "user", "owner",
+        "user", "owner", "keepclaimidle",
     }
 )  # fmt: skip
 # Every attribute of this package's own (naming.py: cluster, user, gateway, lease, role).

@@ -97,6 +97,9 @@ def worker_job_description(
         "kill_sig": "SIGKILL",
         # Bounds the wait if extra-directives choose a catchable kill_sig.
         "job_max_vacate_time": str(worker.kill_timeout),
+        # The slot's claim outlives the job, for the next worker job of this
+        # user and shape (0: HTCondor's default, the claim ends with it).
+        "keep_claim_idle": str(worker.keep_claim_idle),
         # Not spooled: the shadow reads them from the credentials job's
         # spool when the job starts, so the job is idle the moment it is
         # queued (a spooled job waits on hold for the schedd's 1 s pause
