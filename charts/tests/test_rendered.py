@@ -92,6 +92,10 @@ def test_public_address_reaches_the_analysts(rendered: Rendered) -> None:
     # The operator's worker group presets, as the client reads them.
     presets = rendered.chart_values()["cluster"]["workerGroups"]
     assert config["htcondor"].get("worker-groups", {}) == presets
+    # Kept claims and their cap, as the client reads them.
+    kept = rendered.chart_values()["cluster"]["keptClaims"]
+    assert config["htcondor"]["max-keep-claim-idle"] == kept["max"]
+    assert config["htcondor"]["worker"] == {"keep-claim-idle": kept["seconds"]}
 
 
 def test_no_secret_in_any_configmap(rendered: Rendered, runtime_secrets: dict[str, str]) -> None:

@@ -138,6 +138,9 @@ names the keys to set.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if gt (int .Values.cluster.keptClaims.seconds) (int .Values.cluster.keptClaims.max) -}}
+{{- fail "cluster.keptClaims.seconds is larger than cluster.keptClaims.max: every analyst's client would refuse its own default" -}}
+{{- end -}}
 {{- if gt (float64 .Values.cluster.scheduler.cores.request) (float64 .Values.cluster.scheduler.cores.limit) -}}
 {{- fail "cluster.scheduler.cores.request is larger than cluster.scheduler.cores.limit" -}}
 {{- end -}}
@@ -164,6 +167,10 @@ gateway:
     api-ca: |
       {{- $ca | trim | nindent 6 }}
     {{- end }}
+    # The operator's kept claims (HTCondor's keep_claim_idle) and their cap.
+    max-keep-claim-idle: {{ .Values.cluster.keptClaims.max }}
+    worker:
+      keep-claim-idle: {{ .Values.cluster.keptClaims.seconds }}
     {{- with .Values.cluster.workerGroups }}
     # The operator's worker group presets: scale(n, worker_group=NAME).
     worker-groups:
