@@ -16,7 +16,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+import dask
 import htcondor2
 import numpy as np
 import phases
@@ -42,6 +44,10 @@ _PHASE = random.Random(14)
 WORKER_MEMORY = "1 GiB"
 WORKER_DISK = "100 MiB"
 JOB_TIMEOUT = 300.0
+# Every measure here but claims.py's starts from a pool with no claim
+# (cold_pool()): ours keeps none after its jobs, as dask-jobqueue by
+# default, so that the next run does not wait for kept claims to lapse.
+NO_KEPT_CLAIMS: dict[str, Any] = {"worker": {"keep-claim-idle": 0}}
 
 
 @dataclass
@@ -75,16 +81,16 @@ def timed() -> Iterator[Run]:
         run.cpu_seconds = busy_cpu_seconds() - busy
 
 
-def _schedd() -> htcondor2.Schedd:
+def schedd() -> htcondor2.Schedd:
     return htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
 
 
 def _count(constraint: str, status: int | None = None) -> int:
-    ads = _schedd().query(constraint, projection=["JobStatus"])
+    ads = schedd().query(constraint, projection=["JobStatus"])
     return sum(1 for ad in ads if status is None or ad["JobStatus"] == status)
 
 
-def _until(count: Callable[[], int], n: int, what: str, poll: float = POLL) -> Run:
+def until(count: Callable[[], int], n: int, what: str, poll: float = POLL) -> Run:
     """Poll ``count`` from now until it reaches ``n``; the timeline is kept."""
     started = time.monotonic()
     timeline = [(0.0, count())]
@@ -96,7 +102,15 @@ def _until(count: Callable[[], int], n: int, what: str, poll: float = POLL) -> R
     return Run(time.monotonic() - started, timeline)
 
 
-def _until_empty(constraint: str, what: str) -> float:
+def wait_for(condition: Callable[[], bool], what: str, limit: float = JOB_TIMEOUT) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {limit:.0f} s")
+        time.sleep(POLL)
+
+
+def until_empty(constraint: str, what: str) -> float:
     started = time.monotonic()
     while _count(constraint):
         if time.monotonic() - started > JOB_TIMEOUT:
@@ -195,19 +209,19 @@ def _bare_jobs(executable: str, arguments: str, batch_name: str) -> htcondor2.Su
 @contextmanager
 def _removed_after(what: str) -> Iterator[Callable[[htcondor2.Submit, int], str]]:
     """A function that submits jobs in one transaction (their constraint); all removed after."""
-    schedd = _schedd()
+    queue = schedd()
     submitted: list[str] = []
 
     def submit(description: htcondor2.Submit, n: int) -> str:
-        submitted.append(f"ClusterId == {schedd.submit(description, count=n).cluster()}")
+        submitted.append(f"ClusterId == {queue.submit(description, count=n).cluster()}")
         return submitted[-1]
 
     try:
         yield submit
     finally:
         for constraint in submitted:
-            schedd.act(htcondor2.JobAction.Remove, constraint, "benchmark done")
-            _until_empty(constraint, f"{what} cleanup")
+            queue.act(htcondor2.JobAction.Remove, constraint, "benchmark done")
+            until_empty(constraint, f"{what} cleanup")
 
 
 def floor(n: int) -> Run:
@@ -215,11 +229,21 @@ def floor(n: int) -> Run:
     cold_pool()
     with _removed_after("floor") as submit, timed() as run:
         jobs = submit(_bare_jobs("/bin/sleep", "600", "bench-floor"), n)
-        run.timeline = _until(lambda: _count(jobs, status=2), n, "floor").timeline
+        run.timeline = until(lambda: _count(jobs, status=2), n, "floor").timeline
     return run
 
 
 BARE_WORKERS_BATCH = "bench-bare-workers"
+
+
+def bare_worker_jobs(scheduler_address: str) -> htcondor2.Submit:
+    """Jobs that each run a stock ``dask worker`` for ``scheduler_address`` (no tool)."""
+    arguments = (
+        f"-m distributed.cli.dask_worker {scheduler_address} --no-nanny "
+        f"--nthreads 1 --memory-limit {parse_bytes(WORKER_MEMORY)} --host 127.0.0.1 "
+        "--no-dashboard --death-timeout 60 --name bare-$(Cluster).$(Process)"
+    )
+    return _bare_jobs(sys.executable, arguments, BARE_WORKERS_BATCH)
 
 
 def bare_workers(n: int) -> Run:
@@ -234,12 +258,7 @@ def bare_workers(n: int) -> Run:
         LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
-        arguments = (
-            f"-m distributed.cli.dask_worker {cluster.scheduler_address} --no-nanny "
-            f"--nthreads 1 --memory-limit {parse_bytes(WORKER_MEMORY)} --host 127.0.0.1 "
-            "--no-dashboard --death-timeout 60 --name bare-$(Cluster).$(Process)"
-        )
-        description = _bare_jobs(sys.executable, arguments, BARE_WORKERS_BATCH)
+        description = bare_worker_jobs(cluster.scheduler_address)
         cold_pool()
         # The clock starts before the asker knows the jobs' cluster: it asks
         # about this batch, which only this run's jobs carry.
@@ -249,36 +268,34 @@ def bare_workers(n: int) -> Run:
             timed() as run,
         ):
             submit(description, n)
-            run.timeline = _until(lambda: _workers(client), n, "bare workers").timeline
+            run.timeline = until(lambda: connected(client), n, "bare workers").timeline
         return run
 
 
-def _worker_jobs(cluster: HTCGatewayCluster) -> str:
+def worker_jobs_of(cluster: HTCGatewayCluster) -> str:
     """Constraint matching the cluster's worker jobs (not its credentials job)."""
     return f'HTCDaskGatewayCluster == "{cluster.name}" && HTCDaskGatewayRole =?= undefined'
 
 
-def _workers(client: Client) -> int:
+def connected(client: Client) -> int:
     return len(client.scheduler_info(n_workers=-1)["workers"])
 
 
 @contextmanager
 def ours(**htcondor: object) -> Iterator[HTCGatewayCluster]:
-    with HTCGateway(htcondor=htcondor) as gateway:
+    with HTCGateway(htcondor=dask.config.merge(NO_KEPT_CLAIMS, htcondor)) as gateway:
         cluster = gateway.new_cluster()
         try:
             yield cluster
         finally:
             constraint = f'HTCDaskGatewayCluster == "{cluster.name}"'
             cluster.shutdown()
-            _until_empty(constraint, "ours cleanup")
+            until_empty(constraint, "ours cleanup")
 
 
-@contextmanager
-def jobqueue(**extra_directives: str) -> Iterator[tuple[HTCondorCluster, str]]:
-    """A dask-jobqueue cluster on the same pool, and a constraint matching its jobs."""
-    tag = uuid.uuid4().hex
-    cluster = HTCondorCluster(
+def jobqueue_cluster(tag: str, **extra_directives: str) -> HTCondorCluster:
+    """dask-jobqueue's cluster on the same pool, its jobs tagged ``BenchRun == tag``."""
+    return HTCondorCluster(
         cores=1,
         memory=WORKER_MEMORY,
         disk=WORKER_DISK,
@@ -293,6 +310,13 @@ def jobqueue(**extra_directives: str) -> Iterator[tuple[HTCondorCluster, str]]:
             **extra_directives,
         },
     )
+
+
+@contextmanager
+def jobqueue(**extra_directives: str) -> Iterator[tuple[HTCondorCluster, str]]:
+    """A dask-jobqueue cluster on the same pool, and a constraint matching its jobs."""
+    tag = uuid.uuid4().hex
+    cluster = jobqueue_cluster(tag, **extra_directives)
     constraint = f'BenchRun == "{tag}"'
     try:
         yield cluster, constraint
@@ -305,18 +329,18 @@ def jobqueue(**extra_directives: str) -> Iterator[tuple[HTCondorCluster, str]]:
             # at N=30); its jobs are then removed here, so the next run
             # starts from an empty pool as the others do.
             print(f"  dask-jobqueue's close failed ({exc!r}); removing its jobs", file=sys.stderr)
-            _schedd().act(htcondor2.JobAction.Remove, constraint, "benchmark done")
-        _until_empty(constraint, "dask-jobqueue cleanup")
+            schedd().act(htcondor2.JobAction.Remove, constraint, "benchmark done")
+        until_empty(constraint, "dask-jobqueue cleanup")
 
 
 def p1_ours(n: int) -> Run:
     with ours() as cluster:
         client = cluster.get_client()
-        jobs = _worker_jobs(cluster)
+        jobs = worker_jobs_of(cluster)
         cold_pool()
         with schedd_asked(jobs), timed() as run:
             cluster.scale(n)
-            run.timeline = _until(lambda: _workers(client), n, "ours").timeline
+            run.timeline = until(lambda: connected(client), n, "ours").timeline
         client.close()
         return run
 
@@ -326,7 +350,7 @@ def p1_jobqueue(n: int) -> Run:
         cold_pool()
         with schedd_asked(jobs), timed() as run:
             cluster.scale(n)
-            run.timeline = _until(lambda: _workers(client), n, "dask-jobqueue").timeline
+            run.timeline = until(lambda: connected(client), n, "dask-jobqueue").timeline
         return run
 
 
@@ -339,11 +363,11 @@ def p2_ours(n: int, settle: float = SETTLE) -> float:
     ``settle`` seconds pass between ``new_cluster()`` and the call.
     """
     with ours(submit={"requirements": NEVER_STARTS}) as cluster:
-        constraint = _worker_jobs(cluster)
+        constraint = worker_jobs_of(cluster)
         time.sleep(settle)
         started = time.monotonic()
         cluster.scale(n)
-        _until(lambda: _count(constraint), n, "ours queued", P2_POLL)
+        until(lambda: _count(constraint), n, "ours queued", P2_POLL)
         return time.monotonic() - started
 
 
@@ -354,7 +378,7 @@ def p2_floor(n: int) -> float:
     with _removed_after("p2 floor") as submit:
         started = time.monotonic()
         jobs = submit(description, n)
-        _until(lambda: _count(jobs), n, "p2 floor", P2_POLL)
+        until(lambda: _count(jobs), n, "p2 floor", P2_POLL)
         return time.monotonic() - started
 
 
@@ -393,7 +417,7 @@ def p2_jobqueue(n: int) -> float:
         time.sleep(SETTLE)
         started = time.monotonic()
         cluster.scale(n)  # returns at once; the condor_submit calls run after it
-        _until(lambda: _count(constraint), n, "dask-jobqueue queued", P2_POLL)
+        until(lambda: _count(constraint), n, "dask-jobqueue queued", P2_POLL)
         return time.monotonic() - started
 
 
@@ -417,11 +441,11 @@ def p6_ours(n: int) -> dict[str, float]:
     ``scale(0)``, ``shutdown()``; client memory and schedd spool around it."""
     me = psutil.Process()
     with ours(submit={"requirements": NEVER_STARTS}, **{"max-jobs": n}) as cluster:
-        constraint = _worker_jobs(cluster)
+        constraint = worker_jobs_of(cluster)
         cluster.scale(1)  # the client's helper process and credentials job exist from here
-        _until(lambda: _count(constraint), 1, "first job queued")
+        until(lambda: _count(constraint), 1, "first job queued")
         cluster.scale(0)
-        _until_empty(constraint, "first job removed")
+        until_empty(constraint, "first job removed")
         helpers = [
             c for c in me.children(recursive=True) if "helper_process" in " ".join(c.cmdline())
         ]
@@ -431,7 +455,7 @@ def p6_ours(n: int) -> dict[str, float]:
         started = time.monotonic()
         cluster.scale(n)
         returned = time.monotonic() - started
-        _until(lambda: _count(constraint), n, f"{n} queued")
+        until(lambda: _count(constraint), n, f"{n} queued")
         queued = time.monotonic() - started
         spool_after = _pool_bytes("/var/spool/condor")
 
@@ -446,7 +470,7 @@ def p6_ours(n: int) -> dict[str, float]:
 
         started = time.monotonic()
         cluster.scale(0)
-        _until_empty(constraint, f"scale(0) of {n}")
+        until_empty(constraint, f"scale(0) of {n}")
         emptied = time.monotonic() - started
         rss_after = _rss_mb(me, *helpers)
         started = time.monotonic()
@@ -505,14 +529,14 @@ def p3(megabytes: int, chunk_mb: int, round_trips: int) -> tuple[DataPath, DataP
 
 def p4_ours(n: int) -> float:
     """``shutdown()`` until the queue holds none of the cluster's jobs."""
-    with HTCGateway() as gateway:
+    with HTCGateway(htcondor=NO_KEPT_CLAIMS) as gateway:
         cluster = gateway.new_cluster()
         constraint = f'HTCDaskGatewayCluster == "{cluster.name}"'
         cluster.scale(n)
         cluster.wait_for_workers(n, timeout=JOB_TIMEOUT)
         started = time.monotonic()
         cluster.shutdown()
-        _until_empty(constraint, "ours shutdown")
+        until_empty(constraint, "ours shutdown")
         return time.monotonic() - started
 
 
@@ -523,7 +547,7 @@ def p4_jobqueue(n: int) -> float:
         started = time.monotonic()
         client.close()
         cluster.close()
-        _until_empty(constraint, "dask-jobqueue shutdown")
+        until_empty(constraint, "dask-jobqueue shutdown")
         return time.monotonic() - started
 
 
@@ -532,11 +556,11 @@ def phases_ours(n: int) -> dict[str, float | None]:
     with ours() as cluster:
         client = cluster.get_client()
         cold_pool()
-        with phases.QueueWatch(_worker_jobs(cluster)) as watch:
+        with phases.QueueWatch(worker_jobs_of(cluster)) as watch:
             t0 = time.time()
             cluster.scale(n)
             returned = time.time()
-            _until(lambda: _workers(client), n, "ours")
+            until(lambda: connected(client), n, "ours")
         result = phases.breakdown(t0, returned, watch, client)
         client.close()
         return result
@@ -549,5 +573,5 @@ def phases_jobqueue(n: int) -> dict[str, float | None]:
             t0 = time.time()
             cluster.scale(n)
             returned = time.time()
-            _until(lambda: _workers(client), n, "dask-jobqueue")
+            until(lambda: connected(client), n, "dask-jobqueue")
         return phases.breakdown(t0, returned, watch, client)

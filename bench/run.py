@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import claims
 import measures
 import phases
 
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", type=lambda text: [int(n) for n in text.split(",")],
         help="comma-separated N of P1 and the phases (default 1,10,30)",
     )  # fmt: skip
+    parser.add_argument(
+        "--claims-sizes", type=lambda text: [int(n) for n in text.split(",") if n],
+        help="comma-separated N of the kept-claims rounds on the 60 s pool (default 1,10; "
+             "none in --smoke); '' skips them",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     sizes = args.sizes or ([1, 2] if args.smoke else [1, 10, 30])
@@ -114,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
             },
         )  # fmt: skip
         results["phases"][n] = {name: phases.median_of(rs) for name, rs in phase_runs.items()}
+        save()
+
+    claims_sizes = args.claims_sizes if args.claims_sizes is not None else (
+        [] if args.smoke else [1, 10]
+    )  # fmt: skip
+    if claims_sizes:
+        print(f"kept claims on the 60 s pool, N={claims_sizes}", file=sys.stderr)
+        results["claims"] = claims.run(claims_sizes, repeats)
         save()
 
     print("import floor: python -c 'import distributed'", file=sys.stderr)
@@ -166,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print(phases.table(results["phases"]))
+    if "claims" in results:
+        print()
+        print(claims.table(results["claims"]))
     print()
     print(targets(results))
     print(f"\nwrote {json_path} and {plot_path}")

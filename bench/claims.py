@@ -1,0 +1,352 @@
+"""Kept claims on a production-like pool: cold, warm and adapt's down-then-up (issue 28).
+
+The pool negotiates every 60 s while these run (`production_like_pool()`
+lays integration/pool/production-like.conf over the test pool and takes it
+away after). Each contender's worker jobs keep their claims ``KEEP``
+seconds (HTCondor's ``keep_claim_idle``): ours through
+``gateway.htcondor.worker.keep-claim-idle``, dask-jobqueue as CHTC's
+dask-chtc configures it (``keep_claim_idle`` in ``job_extra_directives``),
+bare jobs in their submit description. One round per contender and N:
+
+1. **cold**: from a pool with no claim, a new cluster, ``scale(N)`` until N
+   workers joined;
+2. **adapt**: ``scale(0)`` until its jobs left the queue (what adapt does
+   between computations), then ``scale(N)`` until N workers joined;
+3. **warm**: the cluster shut down until its jobs left, a new cluster,
+   ``scale(N)`` until N workers joined;
+4. **idle slot-seconds**: after that cluster's shutdown, the slot-seconds
+   its kept claims spend claimed and idle until the pool has no claim.
+
+Each timed run also gives its phases: from the call to the jobs running
+(negotiation, or a kept claim) and from running to the workers registered
+(start-up), and how many jobs started on a kept claim (no negotiator match:
+``NumJobMatches`` undefined).
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import htcondor2
+import measures
+import phases
+from dask_jobqueue import HTCondorCluster
+from distributed import Client, LocalCluster
+
+from htcdaskgateway import HTCGateway, HTCGatewayCluster
+
+KEEP = 60  # seconds each worker job's claim is kept, for all three contenders
+PROFILE = Path(__file__).resolve().parents[1] / "integration" / "pool" / "production-like.conf"
+PROFILE_IN_POOL = "/etc/condor/config.d/95-production-like.conf"
+CYCLE = 60  # NEGOTIATOR_INTERVAL in PROFILE
+KINDS = ("cold", "adapt", "warm")
+
+
+def _pool() -> Any:
+    import docker
+
+    (pool,) = docker.from_env().containers.list(
+        filters={"label": "com.docker.compose.service=pool"}
+    )
+    return pool
+
+
+def _pool_run(pool: Any, *command: str) -> str:
+    result = pool.exec_run(list(command))
+    if result.exit_code != 0:
+        raise RuntimeError(f"{' '.join(command)} in the pool: {result.output.decode()}")
+    return str(result.output.decode())
+
+
+def _negotiator_interval(pool: Any) -> int:
+    return int(_pool_run(pool, "condor_config_val", "-negotiator", "NEGOTIATOR_INTERVAL").strip())
+
+
+@contextmanager
+def production_like_pool() -> Iterator[None]:
+    """The test pool with HTCondor's shipped negotiation cycle, for the ``with`` block."""
+    pool = _pool()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        data = PROFILE.read_bytes()
+        info = tarfile.TarInfo(Path(PROFILE_IN_POOL).name)
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    pool.put_archive(str(Path(PROFILE_IN_POOL).parent), archive.getvalue())
+    try:
+        _pool_run(pool, "condor_reconfig")
+        measures.wait_for(lambda: _negotiator_interval(pool) == CYCLE, "the 60 s cycle")
+        yield
+    finally:
+        _pool_run(pool, "rm", "-f", PROFILE_IN_POOL)
+        _pool_run(pool, "condor_reconfig")
+        measures.wait_for(lambda: _negotiator_interval(pool) != CYCLE, "the test pool's cycle")
+
+
+def claimed_idle_slots() -> int:
+    slots = htcondor2.Collector().query(htcondor2.AdType.Startd, projection=["State", "Activity"])
+    return sum(1 for s in slots if s.get("State") == "Claimed" and s.get("Activity") == "Idle")
+
+
+def unclaimed_pool(limit: float = KEEP + 3 * CYCLE) -> float:
+    """Wait until no slot is claimed; the claimed-idle slot-seconds on the way."""
+    collector = htcondor2.Collector()
+    deadline, last, slot_seconds = time.monotonic() + limit, time.monotonic(), 0.0
+    while True:
+        slots = collector.query(htcondor2.AdType.Startd, projection=["State", "Activity"])
+        now = time.monotonic()
+        idle = sum(1 for s in slots if s.get("State") == "Claimed" and s.get("Activity") == "Idle")
+        slot_seconds += idle * (now - last)
+        last = now
+        if slots and all(s.get("State") == "Unclaimed" for s in slots):
+            return slot_seconds
+        if now > deadline:
+            raise TimeoutError(f"slots still claimed {limit:.0f} s after the last job ended")
+        time.sleep(1.0)
+
+
+class Contender(Protocol):
+    name: str
+
+    def start(self) -> None: ...  # a new cluster, no workers
+    def scale(self, n: int) -> None: ...
+    def workers(self) -> int: ...
+    def jobs(self) -> str: ...  # constraint: the current cluster's worker jobs
+    def stop(self) -> None: ...  # shut down; returns once its jobs left the queue
+
+
+class Ours:
+    name = "ours"
+
+    def __init__(self) -> None:
+        self.gateway = HTCGateway(htcondor={"worker": {"keep-claim-idle": KEEP}})
+        self.cluster: HTCGatewayCluster | None = None
+        self.client: Client | None = None
+
+    def start(self) -> None:
+        self.cluster = self.gateway.new_cluster()
+        self.client = self.cluster.get_client()
+
+    def scale(self, n: int) -> None:
+        assert self.cluster is not None
+        self.cluster.scale(n)
+
+    def workers(self) -> int:
+        assert self.client is not None
+        return measures.connected(self.client)
+
+    def jobs(self) -> str:
+        assert self.cluster is not None
+        return measures.worker_jobs_of(self.cluster)
+
+    def stop(self) -> None:
+        assert self.cluster is not None and self.client is not None
+        constraint = f'HTCDaskGatewayCluster == "{self.cluster.name}"'
+        self.client.close()
+        self.cluster.shutdown()
+        measures.until_empty(constraint, "ours shutdown")
+        self.cluster = self.client = None
+
+
+class JobQueue:
+    name = "jobqueue"
+
+    def __init__(self) -> None:
+        self.cluster: HTCondorCluster | None = None
+        self.client: Client | None = None
+        self.tag = ""
+
+    def start(self) -> None:
+        self.tag = uuid.uuid4().hex
+        self.cluster = measures.jobqueue_cluster(self.tag, keep_claim_idle=str(KEEP))
+        self.client = Client(self.cluster)
+
+    def scale(self, n: int) -> None:
+        assert self.cluster is not None
+        self.cluster.scale(n)
+
+    def workers(self) -> int:
+        assert self.client is not None
+        return measures.connected(self.client)
+
+    def jobs(self) -> str:
+        return f'BenchRun == "{self.tag}"'
+
+    def stop(self) -> None:
+        assert self.cluster is not None and self.client is not None
+        self.client.close()
+        self.cluster.close()
+        measures.until_empty(self.jobs(), "dask-jobqueue shutdown")
+        self.cluster = self.client = None
+
+
+class BareJobs:
+    """No tool: N stock ``dask worker`` jobs in one submit; removed to scale down."""
+
+    name = "bare"
+
+    def __init__(self) -> None:
+        self.cluster: LocalCluster | None = None
+        self.client: Client | None = None
+        self.schedd = measures.schedd()
+        self.tag = ""
+
+    def start(self) -> None:
+        self.tag = uuid.uuid4().hex
+        self.cluster = LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None)
+        self.client = Client(self.cluster)
+
+    def scale(self, n: int) -> None:
+        assert self.cluster is not None
+        if n == 0:
+            self.schedd.act(htcondor2.JobAction.Remove, self.jobs(), "scaled to 0")
+            return
+        description = measures.bare_worker_jobs(self.cluster.scheduler_address)
+        description["keep_claim_idle"] = str(KEEP)
+        description["MY.BenchRun"] = f'"{self.tag}"'
+        self.schedd.submit(description, count=n)
+
+    def workers(self) -> int:
+        assert self.client is not None
+        return measures.connected(self.client)
+
+    def jobs(self) -> str:
+        return f'BenchRun == "{self.tag}"'
+
+    def stop(self) -> None:
+        assert self.cluster is not None and self.client is not None
+        self.scale(0)
+        measures.until_empty(self.jobs(), "bare jobs removed")
+        self.client.close()
+        self.cluster.close()
+        self.cluster = self.client = None
+
+
+@dataclass
+class Timed:
+    seconds: float
+    to_running: float | None  # median seconds from the call to a job running
+    running_to_registered: float | None  # median start-up after that
+    on_kept_claims: int  # jobs that started with no negotiator match
+    n: int
+
+
+def _kept_claim_starts(constraint: str) -> int:
+    ads = measures.schedd().query(constraint, projection=["NumJobMatches", "JobStatus"])
+    return sum(1 for ad in ads if ad.get("JobStatus") == 2 and not ad.get("NumJobMatches"))
+
+
+def timed_scale(contender: Contender, n: int) -> Timed:
+    """``scale(n)`` until n workers joined, with its phases."""
+    with phases.QueueWatch(contender.jobs()) as watch:
+        t0 = time.time()
+        started = time.monotonic()
+        contender.scale(n)
+        measures.until(contender.workers, n, contender.name)
+        seconds = time.monotonic() - started
+    kept = _kept_claim_starts(contender.jobs())
+    running = [t["running"] - t0 for t in watch.seen.values() if "running" in t]
+    to_running = statistics.median(running) if running else None
+    return Timed(seconds, to_running, max(0.0, seconds - to_running) if running else None,
+                 kept, n)  # fmt: skip
+
+
+@dataclass
+class Round:
+    timed: dict[str, Timed] = field(default_factory=dict)
+    idle_slot_seconds: float = 0.0
+
+
+def one_round(contender: Contender, n: int) -> Round:
+    result = Round()
+    unclaimed_pool()
+    contender.start()
+    try:
+        result.timed["cold"] = timed_scale(contender, n)
+        contender.scale(0)
+        measures.until_empty(contender.jobs(), f"{contender.name} scaled to 0")
+        result.timed["adapt"] = timed_scale(contender, n)
+    finally:
+        contender.stop()
+    contender.start()
+    try:
+        result.timed["warm"] = timed_scale(contender, n)
+    finally:
+        contender.stop()
+    result.idle_slot_seconds = unclaimed_pool()
+    return result
+
+
+def run(sizes: list[int], repeats: int) -> dict[str, Any]:
+    """Every round, per N and contender, taken in turn; JSON-ready."""
+    contenders: list[Contender] = [Ours(), JobQueue(), BareJobs()]
+    results: dict[str, Any] = {"keep_claim_idle": KEEP, "negotiator_interval": CYCLE}
+    with production_like_pool():
+        for n in sizes:
+            rounds: dict[str, list[Round]] = {c.name: [] for c in contenders}
+            for i in range(repeats):
+                for contender in contenders:
+                    print(f"  claims N={n}: {contender.name} ({i + 1}/{repeats})",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    rounds[contender.name].append(one_round(contender, n))
+            results[str(n)] = {name: _summary(rs) for name, rs in rounds.items()}
+    return results
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _summary(rounds: list[Round]) -> dict[str, Any]:
+    out: dict[str, Any] = {"idle_slot_seconds": _median([r.idle_slot_seconds for r in rounds])}
+    for kind in KINDS:
+        runs = [r.timed[kind] for r in rounds]
+        out[kind] = {
+            "median": _median([t.seconds for t in runs]),
+            "all": [t.seconds for t in runs],
+            "to_running": _median([t.to_running for t in runs if t.to_running is not None]),
+            "start_up": _median(
+                [t.running_to_registered for t in runs if t.running_to_registered is not None]
+            ),
+            "on_kept_claims": f"{sum(t.on_kept_claims for t in runs)}/{sum(t.n for t in runs)}",
+        }
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"Kept claims on a pool negotiating every {results['negotiator_interval']} s "
+        f"(keep_claim_idle {results['keep_claim_idle']} s): median seconds to N workers;",
+        "to running: call to jobs running (negotiation, or a kept claim); start-up: running to "
+        "registered; kept: jobs started with no negotiator match",
+        f"{'N':>3} {'contender':<9} "
+        + " ".join(f"{kind + ' s':>8} {'to run':>7} {'start':>6} {'kept':>6}" for kind in KINDS)
+        + f" {'idle slot-s':>11}",
+    ]
+    for n, per in ((k, v) for k, v in results.items() if k.isdigit()):
+        for name, row in per.items():
+            cells = []
+            for kind in KINDS:
+                r = row[kind]
+                cells.append(f"{_fmt(r['median']):>8} {_fmt(r['to_running']):>7} "
+                             f"{_fmt(r['start_up']):>6} {r['on_kept_claims']:>6}")  # fmt: skip
+            lines.append(f"{n:>3} {name:<9} " + " ".join(cells)
+                         + f" {_fmt(row['idle_slot_seconds']):>11}")  # fmt: skip
+        ours, jq = per["ours"]["warm"]["median"], per["jobqueue"]["warm"]["median"]
+        if ours is not None and jq is not None:
+            lines.append(f"    N={n} warm: ours/jq {ours / jq:.2f}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
