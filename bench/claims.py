@@ -25,16 +25,13 @@ Each timed run also gives its phases: from the call to the jobs running
 
 from __future__ import annotations
 
-import io
 import statistics
 import sys
-import tarfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import htcondor2
@@ -46,51 +43,30 @@ from distributed import Client, LocalCluster
 from htcdaskgateway import HTCGateway, HTCGatewayCluster
 
 KEEP = 60  # seconds each worker job's claim is kept, for all three contenders
-PROFILE = Path(__file__).resolve().parents[1] / "integration" / "pool" / "production-like.conf"
-PROFILE_IN_POOL = "/etc/condor/config.d/95-production-like.conf"
-CYCLE = 60  # NEGOTIATOR_INTERVAL in PROFILE
+CYCLE = 60  # NEGOTIATOR_INTERVAL of integration/pool/production-like.conf
 KINDS = ("cold", "adapt", "warm")
 
 
-def _pool() -> Any:
+def pool_profile(name: str) -> None:
+    """The test pool with ``integration/pool/<name>.conf`` laid over it ("test": none)."""
     import docker
 
     (pool,) = docker.from_env().containers.list(
         filters={"label": "com.docker.compose.service=pool"}
     )
-    return pool
-
-
-def _pool_run(pool: Any, *command: str) -> str:
-    result = pool.exec_run(list(command))
+    result = pool.exec_run(["/etc/htcdaskgateway/pool/pool-profile", name])
     if result.exit_code != 0:
-        raise RuntimeError(f"{' '.join(command)} in the pool: {result.output.decode()}")
-    return str(result.output.decode())
-
-
-def _negotiator_interval(pool: Any) -> int:
-    return int(_pool_run(pool, "condor_config_val", "-negotiator", "NEGOTIATOR_INTERVAL").strip())
+        raise RuntimeError(f"pool-profile {name}: {result.output.decode()}")
 
 
 @contextmanager
 def production_like_pool() -> Iterator[None]:
-    """The test pool with HTCondor's shipped negotiation cycle, for the ``with`` block."""
-    pool = _pool()
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        data = PROFILE.read_bytes()
-        info = tarfile.TarInfo(Path(PROFILE_IN_POOL).name)
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
-    pool.put_archive(str(Path(PROFILE_IN_POOL).parent), archive.getvalue())
+    """HTCondor's shipped negotiation cycle (60 s) for the ``with`` block."""
+    pool_profile("production-like")
     try:
-        _pool_run(pool, "condor_reconfig")
-        measures.wait_for(lambda: _negotiator_interval(pool) == CYCLE, "the 60 s cycle")
         yield
     finally:
-        _pool_run(pool, "rm", "-f", PROFILE_IN_POOL)
-        _pool_run(pool, "condor_reconfig")
-        measures.wait_for(lambda: _negotiator_interval(pool) != CYCLE, "the test pool's cycle")
+        pool_profile("test")
 
 
 def claimed_idle_slots() -> int:

@@ -102,14 +102,6 @@ def until(count: Callable[[], int], n: int, what: str, poll: float = POLL) -> Ru
     return Run(time.monotonic() - started, timeline)
 
 
-def wait_for(condition: Callable[[], bool], what: str, limit: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {limit:.0f} s")
-        time.sleep(POLL)
-
-
 def until_empty(constraint: str, what: str) -> float:
     started = time.monotonic()
     while _count(constraint):
