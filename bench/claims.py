@@ -69,11 +69,6 @@ def production_like_pool() -> Iterator[None]:
         pool_profile("test")
 
 
-def claimed_idle_slots() -> int:
-    slots = htcondor2.Collector().query(htcondor2.AdType.Startd, projection=["State", "Activity"])
-    return sum(1 for s in slots if s.get("State") == "Claimed" and s.get("Activity") == "Idle")
-
-
 def unclaimed_pool(limit: float = KEEP + 3 * CYCLE) -> float:
     """Wait until no slot is claimed; the claimed-idle slot-seconds on the way."""
     collector = htcondor2.Collector()
@@ -243,6 +238,15 @@ class Round:
     idle_slot_seconds: float = 0.0
 
 
+def _until_no_worker(contender: Contender) -> None:
+    """The scheduler has let go of the workers whose jobs left (adapt's next look)."""
+    deadline = time.monotonic() + measures.JOB_TIMEOUT
+    while contender.workers():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{contender.name}: workers still connected after scale(0)")
+        time.sleep(measures.POLL)
+
+
 def one_round(contender: Contender, n: int) -> Round:
     result = Round()
     unclaimed_pool()
@@ -251,6 +255,7 @@ def one_round(contender: Contender, n: int) -> Round:
         result.timed["cold"] = timed_scale(contender, n)
         contender.scale(0)
         measures.until_empty(contender.jobs(), f"{contender.name} scaled to 0")
+        _until_no_worker(contender)
         result.timed["adapt"] = timed_scale(contender, n)
     finally:
         contender.stop()
