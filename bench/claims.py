@@ -19,8 +19,10 @@ bare jobs in their submit description. One round per contender and N:
 
 Each timed run also gives its phases: from the call to the jobs running
 (negotiation, or a kept claim) and from running to the workers registered
-(start-up), and how many jobs started on a kept claim (no negotiator match:
-``NumJobMatches`` undefined).
+(start-up), and how many jobs started on a kept claim: on a claim
+(``PublicClaimId``) an earlier job of the round held. The schedd reuses a
+kept claim without the negotiator and says so ("match ... switching to
+job"); ``NumJobMatches`` and ``LastMatchTime`` are set either way.
 """
 
 from __future__ import annotations
@@ -208,24 +210,30 @@ class Timed:
     seconds: float
     to_running: float | None  # median seconds from the call to a job running
     running_to_registered: float | None  # median start-up after that
-    on_kept_claims: int  # jobs that started with no negotiator match
+    on_kept_claims: int  # jobs that started on a claim an earlier job held
     n: int
 
 
-def _kept_claim_starts(constraint: str) -> int:
-    ads = measures.schedd().query(constraint, projection=["NumJobMatches", "JobStatus"])
-    return sum(1 for ad in ads if ad.get("JobStatus") == 2 and not ad.get("NumJobMatches"))
+def running_claims(constraint: str) -> set[str]:
+    """The claims (``PublicClaimId``, its secret part elided) the running jobs hold."""
+    ads = measures.schedd().query(constraint, projection=["PublicClaimId", "JobStatus"])
+    return {
+        str(ad["PublicClaimId"]) for ad in ads if ad.get("JobStatus") == 2 and "PublicClaimId" in ad
+    }
 
 
-def timed_scale(contender: Contender, n: int) -> Timed:
-    """``scale(n)`` until n workers joined, with its phases."""
+def timed_scale(contender: Contender, n: int, held_before: set[str]) -> Timed:
+    """``scale(n)`` until n workers joined, with its phases; ``held_before``
+    (the claims earlier jobs of the round held) gains this run's claims."""
     with phases.QueueWatch(contender.jobs()) as watch:
         t0 = time.time()
         started = time.monotonic()
         contender.scale(n)
         measures.until(contender.workers, n, contender.name)
         seconds = time.monotonic() - started
-    kept = _kept_claim_starts(contender.jobs())
+    claims = running_claims(contender.jobs())
+    kept = len(claims & held_before)
+    held_before |= claims
     running = [t["running"] - t0 for t in watch.seen.values() if "running" in t]
     to_running = statistics.median(running) if running else None
     return Timed(seconds, to_running, max(0.0, seconds - to_running) if running else None,
@@ -250,18 +258,19 @@ def _until_no_worker(contender: Contender) -> None:
 def one_round(contender: Contender, n: int) -> Round:
     result = Round()
     unclaimed_pool()
+    held: set[str] = set()
     contender.start()
     try:
-        result.timed["cold"] = timed_scale(contender, n)
+        result.timed["cold"] = timed_scale(contender, n, held)
         contender.scale(0)
         measures.until_empty(contender.jobs(), f"{contender.name} scaled to 0")
         _until_no_worker(contender)
-        result.timed["adapt"] = timed_scale(contender, n)
+        result.timed["adapt"] = timed_scale(contender, n, held)
     finally:
         contender.stop()
     contender.start()
     try:
-        result.timed["warm"] = timed_scale(contender, n)
+        result.timed["warm"] = timed_scale(contender, n, held)
     finally:
         contender.stop()
     result.idle_slot_seconds = unclaimed_pool()
