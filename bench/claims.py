@@ -98,17 +98,14 @@ class Contender(Protocol):
     def stop(self) -> None: ...  # shut down; returns once its jobs left the queue
 
 
-class Ours:
-    name = "ours"
+class WithClient:
+    """A contender's current cluster and its client; scale() is the cluster's."""
+
+    tag = ""
 
     def __init__(self) -> None:
-        self.gateway = HTCGateway(htcondor={"worker": {"keep-claim-idle": KEEP}})
-        self.cluster: HTCGatewayCluster | None = None
+        self.cluster: Any = None
         self.client: Client | None = None
-
-    def start(self) -> None:
-        self.cluster = self.gateway.new_cluster()
-        self.client = self.cluster.get_client()
 
     def scale(self, n: int) -> None:
         assert self.cluster is not None
@@ -117,6 +114,22 @@ class Ours:
     def workers(self) -> int:
         assert self.client is not None
         return measures.connected(self.client)
+
+    def jobs(self) -> str:
+        return f'BenchRun == "{self.tag}"'
+
+
+class Ours(WithClient):
+    name = "ours"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gateway = HTCGateway(htcondor={"worker": {"keep-claim-idle": KEEP}})
+        self.cluster: HTCGatewayCluster | None = None
+
+    def start(self) -> None:
+        self.cluster = self.gateway.new_cluster()
+        self.client = self.cluster.get_client()
 
     def jobs(self) -> str:
         assert self.cluster is not None
@@ -131,29 +144,15 @@ class Ours:
         self.cluster = self.client = None
 
 
-class JobQueue:
+class JobQueue(WithClient):
     name = "jobqueue"
-
-    def __init__(self) -> None:
-        self.cluster: HTCondorCluster | None = None
-        self.client: Client | None = None
-        self.tag = ""
 
     def start(self) -> None:
         self.tag = uuid.uuid4().hex
-        self.cluster = measures.jobqueue_cluster(self.tag, keep_claim_idle=str(KEEP))
+        self.cluster: HTCondorCluster = measures.jobqueue_cluster(
+            self.tag, keep_claim_idle=str(KEEP)
+        )
         self.client = Client(self.cluster)
-
-    def scale(self, n: int) -> None:
-        assert self.cluster is not None
-        self.cluster.scale(n)
-
-    def workers(self) -> int:
-        assert self.client is not None
-        return measures.connected(self.client)
-
-    def jobs(self) -> str:
-        return f'BenchRun == "{self.tag}"'
 
     def stop(self) -> None:
         assert self.cluster is not None and self.client is not None
@@ -163,16 +162,14 @@ class JobQueue:
         self.cluster = self.client = None
 
 
-class BareJobs:
+class BareJobs(WithClient):
     """No tool: N stock ``dask worker`` jobs in one submit; removed to scale down."""
 
     name = "bare"
 
     def __init__(self) -> None:
-        self.cluster: LocalCluster | None = None
-        self.client: Client | None = None
+        super().__init__()
         self.schedd = measures.schedd()
-        self.tag = ""
 
     def start(self) -> None:
         self.tag = uuid.uuid4().hex
@@ -188,13 +185,6 @@ class BareJobs:
         description["keep_claim_idle"] = str(KEEP)
         description["MY.BenchRun"] = f'"{self.tag}"'
         self.schedd.submit(description, count=n)
-
-    def workers(self) -> int:
-        assert self.client is not None
-        return measures.connected(self.client)
-
-    def jobs(self) -> str:
-        return f'BenchRun == "{self.tag}"'
 
     def stop(self) -> None:
         assert self.cluster is not None and self.client is not None
