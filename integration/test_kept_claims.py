@@ -15,8 +15,10 @@ it for a kept claim too).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 
+import cloudpickle
 import pytest
 
 from conftest import TARGET, queue, stack_service, wait_for
@@ -25,6 +27,9 @@ pytestmark = pytest.mark.skipif(TARGET == "k8s", reason="the compose pool's prof
 
 KEEP = 120  # seconds; longer than the test's gap between the clusters
 WORKERS = 2
+
+# The functions below run on the workers, which cannot import this module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def _pool_profile(name: str) -> None:
@@ -101,7 +106,10 @@ def test_a_second_cluster_starts_on_the_first_clusters_kept_claims(
     client = second.get_client()
     presented = client.run(_presented_certificate)
     assert set(presented.values()) == {second.security.tls_cert}, "its own cluster's certificate"
+    second_key = second.security.tls_key.strip().encode()
     for worker, files in client.run(_sandbox_files).items():
+        # The scan sees the sandbox: its own cluster's key is there.
+        assert any(second_key in data for data in files.values()), f"{worker}: {sorted(files)}"
         leaked = [path for path, data in files.items() if first_key in data]
         assert not leaked, f"{worker} holds the first cluster's key in {leaked}"
     client.close()
