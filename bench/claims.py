@@ -311,7 +311,7 @@ def table(results: dict[str, Any]) -> str:
         "registered; kept: jobs started with no negotiator match",
         f"{'N':>3} {'contender':<9} "
         + " ".join(f"{kind + ' s':>8} {'to run':>7} {'start':>6} {'kept':>6}" for kind in KINDS)
-        + f" {'idle slot-s':>11}",
+        + f" {'idle slot-s':>11} {'bound':>6}",
     ]
     for n, per in ((k, v) for k, v in results.items() if k.isdigit()):
         for name, row in per.items():
@@ -320,8 +320,9 @@ def table(results: dict[str, Any]) -> str:
                 r = row[kind]
                 cells.append(f"{_fmt(r['median']):>8} {_fmt(r['to_running']):>7} "
                              f"{_fmt(r['start_up']):>6} {r['on_kept_claims']:>6}")  # fmt: skip
+            bound = int(n) * results["keep_claim_idle"]  # each of n claims idles at most KEEP
             lines.append(f"{n:>3} {name:<9} " + " ".join(cells)
-                         + f" {_fmt(row['idle_slot_seconds']):>11}")  # fmt: skip
+                         + f" {_fmt(row['idle_slot_seconds']):>11} {bound:>6}")  # fmt: skip
         ours, jq = per["ours"]["warm"]["median"], per["jobqueue"]["warm"]["median"]
         if ours is not None and jq is not None:
             lines.append(f"    N={n} warm: ours/jq {ours / jq:.2f}")

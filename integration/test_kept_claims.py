@@ -48,7 +48,8 @@ def pool_profile() -> Iterator[Callable[[str], None]]:
 
 def _running_claims(cluster_name: str) -> dict[str, str]:
     """The claim (``PublicClaimId``, secret part elided) of each running worker job -> its slot."""
-    ads = queue(cluster_name, ["PublicClaimId", "RemoteHost", "JobStatus"])
+    ads = queue(cluster_name, ["PublicClaimId", "RemoteHost", "JobStatus", "KeepClaimIdle"])
+    assert all(ad.get("KeepClaimIdle") == KEEP for ad in ads), "each job asks for its kept claim"
     return {
         str(ad["PublicClaimId"]): str(ad["RemoteHost"]) for ad in ads if ad.get("JobStatus") == 2
     }
@@ -113,3 +114,14 @@ def test_a_second_cluster_starts_on_the_first_clusters_kept_claims(
         leaked = [path for path, data in files.items() if first_key in data]
         assert not leaked, f"{worker} holds the first cluster's key in {leaked}"
     client.close()
+
+
+def test_the_operators_cap_refuses_a_longer_keep_before_anything_is_submitted(gateway):
+    from htcdaskgateway import SettingError
+
+    # The chart publishes max-keep-claim-idle in the analysts' client config.
+    capped = {"max-keep-claim-idle": KEEP}
+    before = {c.name for c in gateway.list_clusters()}
+    with pytest.raises(SettingError, match=rf"keep-claim-idle is {KEEP + 1} s.*at most {KEEP} s"):
+        gateway.new_cluster(htcondor={**capped, "worker": {"keep-claim-idle": KEEP + 1}})
+    assert {c.name for c in gateway.list_clusters()} == before, "no cluster was started"
