@@ -287,6 +287,11 @@ def test_kept_claims_are_asked_for_within_the_operators_cap():
         HTCondorSettings.from_config({"worker": {"keep-claim-idle": 7200}})
     with pytest.raises(SettingError, match="at most 60 s"):
         HTCondorSettings.from_config({"max-keep-claim-idle": 60})  # the default 300 is above
+    longer_group = {"gpu": {"worker": {"keep-claim-idle": 3601}}}
+    with pytest.raises(SettingError, match="at most 3600 s"):  # a group, as a preset is
+        HTCondorSettings.from_config({"worker-groups": longer_group})
+    with pytest.raises(SettingError, match="cannot differ between worker groups"):
+        HTCondorSettings.from_config({"worker-groups": {"gpu": {"max-keep-claim-idle": 7200}}})
     with pytest.raises(SettingError, match="keep_claim_idle"):
         HTCondorSettings.from_config({"submit": {"extra-directives": {"keep_claim_idle": "9999"}}})
     with pytest.raises(SettingError, match="KeepClaimIdle"):
