@@ -25,7 +25,7 @@ from conftest import TARGET, queue, stack_service, wait_for
 
 pytestmark = pytest.mark.skipif(TARGET == "k8s", reason="the compose pool's profile")
 
-KEEP = 120  # seconds; longer than the test's gap between the clusters
+KEEP = 30  # seconds: longer than the gap between the clusters (about 5 s); the slots' idle after
 WORKERS = 2
 
 # The functions below run on the workers, which cannot import this module.
