@@ -413,15 +413,21 @@ def p2_jobqueue(n: int) -> float:
         return time.monotonic() - started
 
 
-def _pool_bytes(path: str) -> int:
-    """Bytes under ``path`` in the pool's container (the schedd's spool), via the docker API."""
+def in_pool(command: list[str]) -> tuple[int, bytes]:
+    """Run ``command`` in the pool's container (via the docker API): exit code, output."""
     import docker
 
     (pool,) = docker.from_env().containers.list(
         filters={"label": "com.docker.compose.service=pool"}
     )
-    result = pool.exec_run(["du", "-sb", path])
-    return int(result.output.split()[0])
+    result = pool.exec_run(command)
+    return result.exit_code, result.output
+
+
+def _pool_bytes(path: str) -> int:
+    """Bytes under ``path`` in the pool's container (the schedd's spool)."""
+    _, output = in_pool(["du", "-sb", path])
+    return int(output.split()[0])
 
 
 def _rss_mb(*processes: psutil.Process) -> float:
