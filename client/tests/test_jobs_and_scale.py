@@ -6,6 +6,7 @@ import pytest
 from dask_gateway import GatewayClusterError
 
 from htcdaskgateway.cluster import HTCGatewayCluster
+from htcdaskgateway.dial_back import DialBack
 from htcdaskgateway.errors import SettingError
 from htcdaskgateway.jobs import EndedJob, JobStatus, WorkerJob, count_by_status, removal_order
 from htcdaskgateway.naming import checked_cluster_name
@@ -269,7 +270,8 @@ def test_wait_for_workers_names_the_setting_when_the_scheduler_cannot_reach_a_wo
     and the first computation would hang; the waiter says what to fix."""
 
     def joined_but_unreachable(link):
-        link.plugin.unreachable = {"htc-1.0@schedd": "tls://127.0.0.1:40000: refused"}
+        link.plugin.dial_back = DialBack(pool=None)
+        link.plugin.dial_back.unreachable["htc-1.0@schedd"] = "tls://127.0.0.1:40000: refused"
 
     with pytest.raises(GatewayClusterError, match=r"cannot reach 1 of its workers.*worker\.host"):
         wait_with_a_watcher(joined_but_unreachable, n=2, timeout=30)

@@ -5,7 +5,7 @@ import asyncio
 from distributed import Scheduler, Worker
 from distributed.core import rpc
 
-from htcdaskgateway import scheduler_plugin
+from htcdaskgateway import dial_back, scheduler_plugin
 from htcdaskgateway.scheduler_plugin import KeepHTCondorWorkers
 
 TWO = {"kind": "scale", "n": 2, "cap": 10, "version": 1}
@@ -205,7 +205,7 @@ def test_a_worker_the_scheduler_cannot_dial_back_is_reported_until_it_leaves(mon
     the same; the plugin dials it and tells every client, by name."""
     import socket
 
-    monkeypatch.setattr(scheduler_plugin, "PROBE_TIMEOUT", 1.0)
+    monkeypatch.setattr(dial_back, "PROBE_TIMEOUT", 1.0)
 
     async def run():
         with socket.socket() as closed:  # a port nothing listens on

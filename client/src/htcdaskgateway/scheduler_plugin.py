@@ -29,10 +29,8 @@ dask-gateway's own ``idle_timeout`` counts only tasks, so it would also stop
 the cluster of an analyst who is reading a plot with the client open.
 
 And it dials every HTCondor worker that joins at the address the worker
-gave (``worker.host`` / ``worker.contact-address``), as the scheduler will
-to gather its results. A worker it cannot reach is reported to every
-client (``unreachable``): otherwise the worker counts as joined and the
-first computation hangs ("Couldn't gather keys") with nothing to say why.
+gave, as the scheduler will to gather its results (``dial_back``), and
+reports a worker it cannot reach to every client (``unreachable``).
 
 Load it in the gateway's ``scheduler_cmd``:
 ``["dask", "scheduler", "--preload", "htcdaskgateway.scheduler_plugin"]``.
@@ -53,6 +51,7 @@ import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from . import config as _config  # noqa: F401  (registers gateway.htcondor defaults)
+from .dial_back import DialBack
 from .naming import is_htcondor_worker
 from .targets import (
     DEFAULT_GROUP,
@@ -66,8 +65,6 @@ logger = logging.getLogger(__name__)
 
 # How often lapsed leases are looked for, in seconds.
 LEASE_CHECK_PERIOD = 1.0
-# Seconds a joining worker's address may take to answer the scheduler.
-PROBE_TIMEOUT = 10.0
 
 
 class KeepHTCondorWorkers(SchedulerPlugin):
@@ -93,10 +90,7 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         self._closing_on_purpose = False
         self._lease_task: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
-        # Worker name -> "address: why the scheduler cannot dial it".
-        self.unreachable: dict[str, str] = {}
-        self._probes: set[asyncio.Task[None]] = set()
-        self._probed_names: dict[str, str] = {}  # address -> name, of the workers dialled
+        self.dial_back: DialBack | None = None
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -113,43 +107,29 @@ class KeepHTCondorWorkers(SchedulerPlugin):
         scheduler.handlers.update({op: self._attending(h) for op, h in handlers.items()})
         self._attended_at = time.monotonic()
         self._lease_task = asyncio.create_task(self._watch_leases())
+        self.dial_back = DialBack(scheduler.rpc)
 
     async def close(self) -> None:
-        for task in [self._lease_task, *self._probes]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+        if self.dial_back is not None:
+            await self.dial_back.close()
 
     def add_worker(self, scheduler: Any, worker: str) -> None:
         ws = scheduler.workers.get(worker)
-        if ws is None or not is_htcondor_worker(ws.name):
-            return
-        # Apart from registration, which must not wait for the dial.
-        self._probed_names[worker] = str(ws.name)
-        task = asyncio.ensure_future(self._probe(worker, str(ws.name)))
-        self._probes.add(task)
-        task.add_done_callback(self._probes.discard)
+        if ws is not None and is_htcondor_worker(ws.name) and self.dial_back is not None:
+            self.dial_back.joined(worker, str(ws.name))
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
-        # The scheduler has forgotten the worker by now: its name is kept here.
-        name = self._probed_names.pop(worker, None)
-        if name is not None:
-            self.unreachable.pop(name, None)
+        if self.dial_back is not None:
+            self.dial_back.left(worker)
 
-    async def _probe(self, address: str, name: str) -> None:
-        """Dial the worker as the scheduler does to gather from it."""
-        from distributed.comm import connect
-
-        try:
-            comm = await connect(address, timeout=PROBE_TIMEOUT, **self.scheduler.connection_args)
-        except Exception as exc:
-            if address in self.scheduler.workers:
-                logger.warning("Worker %s cannot be reached at %s: %s", name, address, exc)
-                self.unreachable[name] = f"{address}: {exc}"
-            return
-        await comm.close()
-        self.unreachable.pop(name, None)
+    @property
+    def unreachable(self) -> dict[str, str]:
+        """Worker name -> "address: why the scheduler cannot dial it"."""
+        return self.dial_back.unreachable if self.dial_back is not None else {}
 
     def valid_workers_downscaling(self, scheduler: Any, workers: list[Any]) -> list[Any]:
         if self._closing_on_purpose:
