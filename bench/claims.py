@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,13 +41,20 @@ import htcondor2
 import measures
 import phases
 from dask_jobqueue import HTCondorCluster
+from dask_jobqueue.htcondor import HTCondorJob
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from htcdaskgateway import HTCGateway, HTCGatewayCluster
 
 KEEP = 60  # seconds each worker job's claim is kept, for all three contenders
 CYCLE = 60  # NEGOTIATOR_INTERVAL of integration/pool/production-like.conf
 KINDS = ("cold", "adapt", "warm")
+# Adapt's down-then-up and the next cluster are timed this many times per
+# round, in a row (each on the claims the one before kept): one sample each
+# moved by up to 0.1 s at N=1 between rounds, a tenth of a second being
+# what the contenders differ by there.
+SAMPLES = 3
 
 
 def pool_profile(name: str) -> None:
@@ -165,6 +173,73 @@ class JobQueue(WithClient):
         self.cluster = self.client = None
 
 
+class TLSFromSandbox(HTCondorJob):
+    """dask-chtc's ``CHTCJob``: the workers' TLS files are their own
+    transferred input files, so dask-jobqueue passes them no security
+    arguments of its own (which would name the client's paths)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["security"] = None
+        super().__init__(*args, **kwargs)
+
+
+class JobQueueCHTC(JobQueue):
+    """dask-jobqueue with what dask-chtc adds that costs per worker on this
+    pool: TLS (``protocol="tls://"``), its CA and certificate-with-key sent
+    with every job as encrypted input files (``ca.pem``, ``cert.pem``) and
+    named on the worker's command line; claims kept. Left out: its docker
+    universe, the entrypoint's conda clone and its wait for a forwarded
+    port, which would only make its workers slower here."""
+
+    name = "jq-chtc"
+    FILES = "/tmp/bench-chtc-tls"  # in the pool's container, where the shadows read them
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.security = Security.temporary()
+        self.temp = tempfile.mkdtemp(prefix="bench-chtc-")
+
+    @contextmanager
+    def files_in_pool(self) -> Iterator[None]:
+        """The workers' TLS files where the shadows read them, while the rounds run."""
+        tls = self.security.get_tls_config_for_role("worker")
+        measures.put_in_pool(self.FILES, {
+            "ca.pem": tls["ca_file"].encode(),
+            "cert.pem": (tls["cert"] + tls["key"]).encode(),
+        })  # fmt: skip
+        try:
+            yield
+        finally:
+            measures.in_pool(["rm", "-rf", self.FILES])
+
+    def start(self) -> None:
+        self.tag = uuid.uuid4().hex
+        files = f"{self.FILES}/ca.pem,{self.FILES}/cert.pem"
+        self.cluster = measures.jobqueue_cluster(
+            self.tag,
+            extra_args=[
+                "--tls-ca-file",
+                "ca.pem",
+                "--tls-cert",
+                "cert.pem",
+                "--tls-key",
+                "cert.pem",
+            ],
+            options={
+                "job_cls": TLSFromSandbox,
+                "protocol": "tls://",
+                "security": self.security,
+                "shared_temp_directory": self.temp,
+            },
+            keep_claim_idle=str(KEEP),
+            should_transfer_files="YES",
+            transfer_input_files=files,
+            encrypt_input_files=files,
+            transfer_output_files='""',
+        )
+        self.client = Client(self.cluster)
+
+
 class BareJobs(WithClient):
     """No tool: N stock ``dask worker`` jobs in one submit; removed to scale down."""
 
@@ -222,7 +297,7 @@ def timed_scale(contender: Contender, n: int, held_before: set[str]) -> Timed:
         t0 = time.time()
         started = time.monotonic()
         contender.scale(n)
-        measures.until(contender.workers, n, contender.name)
+        measures.until(contender.workers, n, contender.name, poll=phases.POLL)
         seconds = time.monotonic() - started
     claims = running_claims(contender.jobs())
     kept = len(claims & held_before)
@@ -235,7 +310,7 @@ def timed_scale(contender: Contender, n: int, held_before: set[str]) -> Timed:
 
 @dataclass
 class Round:
-    timed: dict[str, Timed] = field(default_factory=dict)
+    timed: dict[str, list[Timed]] = field(default_factory=lambda: {k: [] for k in KINDS})
     idle_slot_seconds: float = 0.0
     outlived_jobs: int = 0  # workers still connected after their jobs left
 
@@ -271,27 +346,30 @@ def one_round(contender: Contender, n: int) -> Round:
     held: set[str] = set()
     contender.start()
     try:
-        result.timed["cold"] = timed_scale(contender, n, held)
-        contender.scale(0)
-        measures.until_empty(contender.jobs(), f"{contender.name} scaled to 0")
-        result.outlived_jobs = _until_no_worker(contender)
-        result.timed["adapt"] = timed_scale(contender, n, held)
+        result.timed["cold"] = [timed_scale(contender, n, held)]
+        for _ in range(SAMPLES):
+            contender.scale(0)
+            measures.until_empty(contender.jobs(), f"{contender.name} scaled to 0")
+            result.outlived_jobs += _until_no_worker(contender)
+            result.timed["adapt"].append(timed_scale(contender, n, held))
     finally:
         contender.stop()
-    contender.start()
-    try:
-        result.timed["warm"] = timed_scale(contender, n, held)
-    finally:
-        contender.stop()
+    for _ in range(SAMPLES):
+        contender.start()
+        try:
+            result.timed["warm"].append(timed_scale(contender, n, held))
+        finally:
+            contender.stop()
     result.idle_slot_seconds = unclaimed_pool()
     return result
 
 
 def run(sizes: list[int], repeats: int) -> dict[str, Any]:
     """Every round, per N and contender, taken in turn; JSON-ready."""
-    contenders: list[Contender] = [Ours(), JobQueue(), BareJobs()]
+    chtc = JobQueueCHTC()
+    contenders: list[Contender] = [Ours(), JobQueue(), chtc, BareJobs()]
     results: dict[str, Any] = {"keep_claim_idle": KEEP, "negotiator_interval": CYCLE}
-    with production_like_pool():
+    with production_like_pool(), chtc.files_in_pool():
         for n in sizes:
             rounds: dict[str, list[Round]] = {c.name: [] for c in contenders}
             for i in range(repeats):
@@ -313,7 +391,7 @@ def _summary(rounds: list[Round]) -> dict[str, Any]:
         "workers_outlived_jobs": sum(r.outlived_jobs for r in rounds),
     }
     for kind in KINDS:
-        runs = [r.timed[kind] for r in rounds]
+        runs = [t for r in rounds for t in r.timed[kind]]
         out[kind] = {
             "median": _median([t.seconds for t in runs]),
             "all": [t.seconds for t in runs],
@@ -351,9 +429,11 @@ def table(results: dict[str, Any]) -> str:
             if row.get("workers_outlived_jobs"):
                 lines.append(f"    N={n} {name}: {row['workers_outlived_jobs']} workers outlived "
                              "their removed jobs at scale(0) (closed by the bench)")  # fmt: skip
-        ours, jq = per["ours"]["warm"]["median"], per["jobqueue"]["warm"]["median"]
-        if ours is not None and jq is not None:
-            lines.append(f"    N={n} warm: ours/jq {ours / jq:.2f}")
+        for kind in ("warm", "adapt"):
+            ours = per["ours"][kind]["median"]
+            ratios = [f"ours/{name} {ours / row[kind]['median']:.2f}"
+                      for name, row in per.items() if name in ("jobqueue", "jq-chtc")]  # fmt: skip
+            lines.append(f"    N={n} {kind}: " + ", ".join(ratios))
     return "\n".join(lines)
 
 

@@ -6,14 +6,16 @@ Every function returns seconds (and, where plotted, a timeline of
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -285,8 +287,16 @@ def ours(**htcondor: object) -> Iterator[HTCGatewayCluster]:
             until_empty(constraint, "ours cleanup")
 
 
-def jobqueue_cluster(tag: str, **extra_directives: str) -> HTCondorCluster:
-    """dask-jobqueue's cluster on the same pool, its jobs tagged ``BenchRun == tag``."""
+def jobqueue_cluster(
+    tag: str,
+    extra_args: Sequence[str] = (),
+    options: Mapping[str, Any] | None = None,
+    **extra_directives: str,
+) -> HTCondorCluster:
+    """dask-jobqueue's cluster on the same pool, its jobs tagged ``BenchRun == tag``.
+
+    ``extra_args`` go to each ``dask worker``, ``options`` to ``HTCondorCluster``.
+    """
     return HTCondorCluster(
         cores=1,
         memory=WORKER_MEMORY,
@@ -294,7 +304,8 @@ def jobqueue_cluster(tag: str, **extra_directives: str) -> HTCondorCluster:
         # The same worker process as ours: no nanny, loopback, same Python.
         nanny=False,
         scheduler_options={"host": "127.0.0.1", "dashboard_address": None},
-        worker_extra_args=["--host", "127.0.0.1", "--no-dashboard"],
+        worker_extra_args=["--host", "127.0.0.1", "--no-dashboard", *extra_args],
+        **(options or {}),
         job_extra_directives={
             "initialdir": "/tmp",
             "leave_in_queue": "false",
@@ -413,15 +424,33 @@ def p2_jobqueue(n: int) -> float:
         return time.monotonic() - started
 
 
-def in_pool(command: list[str]) -> tuple[int, bytes]:
-    """Run ``command`` in the pool's container (via the docker API): exit code, output."""
+def _pool_container() -> Any:
     import docker
 
     (pool,) = docker.from_env().containers.list(
         filters={"label": "com.docker.compose.service=pool"}
     )
-    result = pool.exec_run(command)
+    return pool
+
+
+def in_pool(command: list[str]) -> tuple[int, bytes]:
+    """Run ``command`` in the pool's container (via the docker API): exit code, output."""
+    result = _pool_container().exec_run(command)
     return result.exit_code, result.output
+
+
+def put_in_pool(directory: str, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name -> content, readable by all) into ``directory`` in the pool."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        folder = tarfile.TarInfo(directory.strip("/"))
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        for name, content in files.items():
+            entry = tarfile.TarInfo(f"{directory.strip('/')}/{name}")
+            entry.size, entry.mode = len(content), 0o644
+            tar.addfile(entry, io.BytesIO(content))
+    _pool_container().put_archive("/", archive.getvalue())
 
 
 def _pool_bytes(path: str) -> int:
