@@ -4,9 +4,11 @@ The pool negotiates every 60 s while these run (`production_like_pool()`
 lays integration/pool/production-like.conf over the test pool and takes it
 away after). Each contender's worker jobs keep their claims ``KEEP``
 seconds (HTCondor's ``keep_claim_idle``): ours through
-``gateway.htcondor.worker.keep-claim-idle``, dask-jobqueue as CHTC's
-dask-chtc configures it (``keep_claim_idle`` in ``job_extra_directives``),
-bare jobs in their submit description. One round per contender and N:
+``gateway.htcondor.worker.keep-claim-idle``, dask-jobqueue with
+``keep_claim_idle`` in ``job_extra_directives``, plain and as CHTC's
+dask-chtc configures it (``JobQueueCHTC``), bare jobs in their submit
+description. One round per contender and N (adapt and warm ``SAMPLES``
+times in it):
 
 1. **cold**: from a pool with no claim, a new cluster, ``scale(N)`` until N
    workers joined;
@@ -47,7 +49,7 @@ from distributed.security import Security
 
 from htcdaskgateway import HTCGateway, HTCGatewayCluster
 
-KEEP = 60  # seconds each worker job's claim is kept, for all three contenders
+KEEP = 60  # seconds each worker job's claim is kept, for every contender
 CYCLE = 60  # NEGOTIATOR_INTERVAL of integration/pool/production-like.conf
 KINDS = ("cold", "adapt", "warm")
 # Adapt's down-then-up and the next cluster are timed this many times per
@@ -197,7 +199,9 @@ class JobQueueCHTC(JobQueue):
     def __init__(self) -> None:
         super().__init__()
         self.security = Security.temporary()
-        self.temp = tempfile.mkdtemp(prefix="bench-chtc-")
+        # Where dask-jobqueue writes the in-memory credentials for its jobs
+        # (unused by ``TLSFromSandbox``'s workers); set by ``files_in_pool``.
+        self.temp = ""
 
     @contextmanager
     def files_in_pool(self) -> Iterator[None]:
@@ -208,7 +212,8 @@ class JobQueueCHTC(JobQueue):
             "cert.pem": (tls["cert"] + tls["key"]).encode(),
         })  # fmt: skip
         try:
-            yield
+            with tempfile.TemporaryDirectory(prefix="bench-chtc-") as self.temp:
+                yield
         finally:
             measures.in_pool(["rm", "-rf", self.FILES])
 
@@ -431,8 +436,9 @@ def table(results: dict[str, Any]) -> str:
                              "their removed jobs at scale(0) (closed by the bench)")  # fmt: skip
         for kind in ("warm", "adapt"):
             ours = per["ours"][kind]["median"]
-            ratios = [f"ours/{name} {ours / row[kind]['median']:.2f}"
-                      for name, row in per.items() if name in ("jobqueue", "jq-chtc")]  # fmt: skip
+            jqs = {name: row[kind]["median"] for name, row in per.items()
+                   if name in ("jobqueue", "jq-chtc")}  # fmt: skip
+            ratios = [f"ours/{name} {ours / jq:.2f}" for name, jq in jqs.items() if ours and jq]
             lines.append(f"    N={n} {kind}: " + ", ".join(ratios))
     return "\n".join(lines)
 
