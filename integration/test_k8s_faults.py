@@ -145,9 +145,8 @@ def test_gateway_api_restarted_running_clusters_survive(new_cluster, record_figu
 def upgrade_proxy_drain(grace_seconds: int) -> None:
     """`helm upgrade` of the release with proxy.drain.graceSeconds (rolls the proxy).
 
-    Every value is in the gateway's ConfigMap, so the API rolls too: its
-    route answers 502 for a moment after helm returns (measured: about 2 s
-    on the rig). Returns once the API has answered for 2 s in a row.
+    Every value is in the gateway's ConfigMap, so the API rolls too.
+    Returns once the API has answered for 2 s in a row.
     """
     result = helm(
         "upgrade", RELEASE, CHART, "--namespace", NAMESPACE, "--reuse-values",
