@@ -6,15 +6,21 @@ import asyncio
 import pytest
 from aiohttp import web
 
+from htcdaskgateway import compat
 from htcdaskgateway.compat import ClosingOnceGateway
 
 
-def _serve(answers: list[int]):
-    """An API whose GET /api/v1/clusters/ answers each status in turn, then an empty list."""
+def _serve(answers: list[int], first_after: float = 0.0):
+    """An API whose GET /api/v1/clusters/ answers each status in turn, then an empty list.
+
+    The first answer comes ``first_after`` seconds late.
+    """
     calls = []
 
     async def clusters(request: web.Request) -> web.Response:
         calls.append(request.method)
+        if len(calls) == 1:
+            await asyncio.sleep(first_after)
         if answers:
             return web.Response(status=answers.pop(0), text="upstream timeout")
         return web.json_response({})
@@ -45,6 +51,26 @@ def test_reads_are_retried_while_the_gateway_passes_through_a_restart():
 
     asyncio.run(body())
     assert calls == ["GET"] * 4
+
+
+def test_a_read_whose_first_answer_came_after_the_retry_time_is_retried_once(monkeypatch):
+    """A proxy held the request for its own timeout (Traefik: a 30 s dial to a
+    pod that was gone), then answered 504; its routes are current by then."""
+    monkeypatch.setattr(compat, "READ_RETRY_SECONDS", 0.2)
+    start, calls = _serve([504, 504], first_after=0.3)
+
+    async def body():
+        runner, address = await start()
+        try:
+            async with ClosingOnceGateway(address=address, asynchronous=True) as gateway:
+                with pytest.raises(Exception, match="504"):
+                    await gateway.list_clusters()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(body())
+    # The late 504, one retry (504 again), and no more: the time is up.
+    assert calls == ["GET", "GET"]
 
 
 def test_other_errors_are_not_retried():

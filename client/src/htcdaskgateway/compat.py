@@ -22,8 +22,10 @@ logger = logging.getLogger(__name__)
 
 # A gateway being upgraded or restarted answers through its proxy with
 # 502/503/504 (or not at all) for a few seconds. Reads are retried for
-# this long; writes (a new cluster, a stop) are not, as they may have
-# happened.
+# this long, and once at least: a proxy may hold a request to a pod that
+# is gone for its own timeout (Traefik's default 30 s dial), after which
+# its routes are current. Writes (a new cluster, a stop) are not retried,
+# as they may have happened.
 READ_RETRY_SECONDS = 30.0
 _PASSING_STATUS = {502, 503, 504}
 
@@ -78,6 +80,7 @@ class ClosingOnceGateway(Gateway):
             return await self._request_once(method, url, json)
         deadline = time.monotonic() + READ_RETRY_SECONDS
         delay = 0.5
+        retried = False
         while True:
             try:
                 return await self._request_once(method, url, json)
@@ -85,8 +88,9 @@ class ClosingOnceGateway(Gateway):
                 passing = not isinstance(exc, aiohttp.ClientResponseError) or (
                     exc.status in _PASSING_STATUS
                 )
-                if not passing or time.monotonic() + delay > deadline:
+                if not passing or (retried and time.monotonic() + delay > deadline):
                     raise
+                retried = True
                 logger.warning("The gateway at %s answered %s; retrying in %.1f s",
                                self.address, exc, delay)  # fmt: skip
                 await asyncio.sleep(delay)
