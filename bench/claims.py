@@ -189,12 +189,9 @@ class JobQueueCHTC(JobQueue):
     """dask-jobqueue with what dask-chtc adds that costs per worker on this
     pool: TLS (``protocol="tls://"``), its CA and certificate-with-key sent
     with every job as encrypted input files (``ca.pem``, ``cert.pem``) and
-    named on the worker's command line; claims kept; and the nanny, which
-    dask-chtc leaves at dask-jobqueue's default (on), so that a worker is a
-    nanny process that starts the worker's own. Left out: its docker
+    named on the worker's command line; claims kept. Left out: its docker
     universe, the entrypoint's conda clone and its wait for a forwarded
-    port, which would only make its workers slower here. (The ``jobqueue``
-    contender keeps ours' one process: no nanny.)"""
+    port, which would only make its workers slower here."""
 
     name = "jq-chtc"
     FILES = "/tmp/bench-chtc-tls"  # in the pool's container, where the shadows read them
@@ -239,7 +236,6 @@ class JobQueueCHTC(JobQueue):
                 "security": self.security,
                 "shared_temp_directory": self.temp,
             },
-            nanny=True,
             keep_claim_idle=str(KEEP),
             should_transfer_files="YES",
             transfer_input_files=files,
