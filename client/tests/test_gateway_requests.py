@@ -38,18 +38,28 @@ def _serve(answers: list[int], first_after: float = 0.0):
     return start, calls
 
 
-def test_reads_are_retried_while_the_gateway_passes_through_a_restart():
-    start, calls = _serve([504, 502, 503])
+def _list_clusters(start, error_match: str | None = None) -> None:
+    """``list_clusters()`` against the served API: it returns [], or raises
+    an error matching ``error_match``."""
 
     async def body():
         runner, address = await start()
         try:
             async with ClosingOnceGateway(address=address, asynchronous=True) as gateway:
-                assert await gateway.list_clusters() == []
+                if error_match is None:
+                    assert await gateway.list_clusters() == []
+                else:
+                    with pytest.raises(Exception, match=error_match):
+                        await gateway.list_clusters()
         finally:
             await runner.cleanup()
 
     asyncio.run(body())
+
+
+def test_reads_are_retried_while_the_gateway_passes_through_a_restart():
+    start, calls = _serve([504, 502, 503])
+    _list_clusters(start)
     assert calls == ["GET"] * 4
 
 
@@ -58,34 +68,14 @@ def test_a_read_whose_first_answer_came_after_the_retry_time_is_retried_once(mon
     pod that was gone), then answered 504; its routes are current by then."""
     monkeypatch.setattr(compat, "READ_RETRY_SECONDS", 0.2)
     start, calls = _serve([504, 504], first_after=0.3)
-
-    async def body():
-        runner, address = await start()
-        try:
-            async with ClosingOnceGateway(address=address, asynchronous=True) as gateway:
-                with pytest.raises(Exception, match="504"):
-                    await gateway.list_clusters()
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(body())
+    _list_clusters(start, error_match="504")
     # The late 504, one retry (504 again), and no more: the time is up.
     assert calls == ["GET", "GET"]
 
 
 def test_other_errors_are_not_retried():
     start, calls = _serve([403])
-
-    async def body():
-        runner, address = await start()
-        try:
-            async with ClosingOnceGateway(address=address, asynchronous=True) as gateway:
-                with pytest.raises(Exception, match="refused GET"):
-                    await gateway.list_clusters()
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(body())
+    _list_clusters(start, error_match="refused GET")
     assert calls == ["GET"]
 
 
