@@ -29,6 +29,7 @@ job"); ``NumJobMatches`` and ``LastMatchTime`` are set either way.
 
 from __future__ import annotations
 
+import getpass
 import statistics
 import sys
 import tempfile
@@ -210,7 +211,7 @@ class JobQueueCHTC(JobQueue):
         measures.put_in_pool(self.FILES, {
             "ca.pem": tls["ca_file"].encode(),
             "cert.pem": (tls["cert"] + tls["key"]).encode(),
-        })  # fmt: skip
+        }, owner=getpass.getuser())  # fmt: skip
         try:
             with tempfile.TemporaryDirectory(prefix="bench-chtc-") as self.temp:
                 yield

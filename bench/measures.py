@@ -439,16 +439,20 @@ def in_pool(command: list[str]) -> tuple[int, bytes]:
     return result.exit_code, result.output
 
 
-def put_in_pool(directory: str, files: dict[str, bytes]) -> None:
-    """Write ``files`` (name -> content, readable by all) into ``directory`` in the pool."""
+def put_in_pool(directory: str, files: dict[str, bytes], owner: str) -> None:
+    """Write ``files`` (name -> content) into ``directory`` in the pool, readable
+    by ``owner`` alone (the user whose jobs' shadows read them)."""
+    ids = [int(in_pool(["id", flag, owner])[1]) for flag in ("-u", "-g")]
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
         folder = tarfile.TarInfo(directory.strip("/"))
-        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o700
+        folder.uid, folder.gid = ids
         tar.addfile(folder)
         for name, content in files.items():
             entry = tarfile.TarInfo(f"{directory.strip('/')}/{name}")
-            entry.size, entry.mode = len(content), 0o644
+            entry.size, entry.mode = len(content), 0o600
+            entry.uid, entry.gid = ids
             tar.addfile(entry, io.BytesIO(content))
     _pool_container().put_archive("/", archive.getvalue())
 

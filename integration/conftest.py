@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import time
@@ -269,10 +270,13 @@ def wait_healthy(name: str, timeout: float = 120) -> None:
 RIG_NODE_IP = urlsplit(os.environ.get("DASK_GATEWAY__ADDRESS", "")).hostname or ""
 
 
-def plain_http(url: str) -> tuple[int, bytes]:
-    """Status and body of a plain-HTTP GET; (0, the error) if nothing answered."""
+def plain_http(
+    url: str, context: ssl.SSLContext | None = None, timeout: float = 10
+) -> tuple[int, bytes]:
+    """Status and body of one GET, no retry (HTTPS with ``context``); (0, the
+    error) if nothing answered."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

@@ -14,7 +14,6 @@ import os
 import ssl
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,7 +66,8 @@ def api_asked_throughout(url: str, interval: float = 0.2) -> Iterator[list[tuple
     """GET ``url`` every ``interval`` s in a thread while the block runs.
 
     Yields the list it fills: (seconds taken, outcome) per request, the
-    outcome an HTTP status or the error's name. One request each, no retry.
+    outcome an HTTP status, or the error if nothing answered. One request
+    each, no retry.
     """
     context = ssl.create_default_context(cafile=os.environ["DASK_GATEWAY__HTCONDOR__API_CA"])
     asked: list[tuple[float, str]] = []
@@ -76,14 +76,8 @@ def api_asked_throughout(url: str, interval: float = 0.2) -> Iterator[list[tuple
     def ask() -> None:
         while not stop.is_set():
             started = time.monotonic()
-            try:
-                with urllib.request.urlopen(url, timeout=60, context=context) as response:
-                    outcome = str(response.status)
-            except urllib.error.HTTPError as exc:
-                outcome = str(exc.code)
-            except OSError as exc:
-                outcome = type(exc).__name__
-            asked.append((time.monotonic() - started, outcome))
+            status, body = plain_http(url, context=context, timeout=60)
+            asked.append((time.monotonic() - started, str(status or body.decode())))
             stop.wait(interval)
 
     thread = threading.Thread(target=ask, name="api-asker", daemon=True)
