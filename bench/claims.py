@@ -190,9 +190,11 @@ class JobQueueCHTC(JobQueue):
     """dask-jobqueue with what dask-chtc adds that costs per worker on this
     pool: TLS (``protocol="tls://"``), its CA and certificate-with-key sent
     with every job as encrypted input files (``ca.pem``, ``cert.pem``) and
-    named on the worker's command line; claims kept. Left out: its docker
-    universe, the entrypoint's conda clone and its wait for a forwarded
-    port, which would only make its workers slower here."""
+    named on the worker's command line; claims kept; dask-jobqueue's nanny,
+    which ``CHTCCluster`` leaves on (two processes per worker: the nanny,
+    and the worker it starts). Left out: its docker universe, the
+    entrypoint's conda clone and its wait for a forwarded port, which would
+    only make its workers slower here."""
 
     name = "jq-chtc"
     FILES = "/tmp/bench-chtc-tls"  # in the pool's container, where the shadows read them
@@ -237,6 +239,7 @@ class JobQueueCHTC(JobQueue):
                 "security": self.security,
                 "shared_temp_directory": self.temp,
             },
+            nanny=True,
             keep_claim_idle=str(KEEP),
             should_transfer_files="YES",
             transfer_input_files=files,
@@ -281,11 +284,12 @@ class BareJobs(WithClient):
 
 @dataclass
 class Timed:
-    seconds: float
+    seconds: float | None  # None: workers were lost on the way (``lost``)
     to_running: float | None  # median seconds from the call to a job running
     running_to_registered: float | None  # median start-up after that
     on_kept_claims: int  # jobs that started on a claim an earlier job held
     n: int
+    lost: int = 0  # jobs that left the queue before their workers stayed joined
 
 
 def running_claims(constraint: str) -> set[str]:
@@ -296,6 +300,21 @@ def running_claims(constraint: str) -> set[str]:
     }
 
 
+def _until_joined(contender: Contender, n: int, watch: phases.QueueWatch) -> int:
+    """Wait until ``n`` workers joined, or until every job still queued has
+    its worker after some jobs left (a worker that ended at once ends its
+    job, and nothing replaces it): how many jobs left."""
+    started = time.monotonic()
+    while (joined := contender.workers()) < n:
+        lost = watch.left()
+        if lost and joined >= n - lost:
+            return lost
+        if time.monotonic() - started > measures.JOB_TIMEOUT:
+            raise TimeoutError(f"{contender.name}: {joined} of {n} after {measures.JOB_TIMEOUT} s")
+        time.sleep(phases.POLL)
+    return 0
+
+
 def timed_scale(contender: Contender, n: int, held_before: set[str]) -> Timed:
     """``scale(n)`` until n workers joined, with its phases; ``held_before``
     (the claims earlier jobs of the round held) gains this run's claims."""
@@ -303,15 +322,18 @@ def timed_scale(contender: Contender, n: int, held_before: set[str]) -> Timed:
         t0 = time.time()
         started = time.monotonic()
         contender.scale(n)
-        measures.until(contender.workers, n, contender.name, poll=phases.POLL)
+        lost = _until_joined(contender, n, watch)
         seconds = time.monotonic() - started
+    if lost:
+        print(f"  {contender.name}: {lost} of {n} jobs left the queue before their workers "
+              "stayed joined", file=sys.stderr, flush=True)  # fmt: skip
     claims = running_claims(contender.jobs())
     kept = len(claims & held_before)
     held_before |= claims
     running = [t["running"] - t0 for t in watch.seen.values() if "running" in t]
     to_running = statistics.median(running) if running else None
-    return Timed(seconds, to_running, max(0.0, seconds - to_running) if running else None,
-                 kept, n)  # fmt: skip
+    start_up = max(0.0, seconds - to_running) if running and not lost else None
+    return Timed(None if lost else seconds, to_running, start_up, kept, n, lost)
 
 
 @dataclass
@@ -399,8 +421,14 @@ def _summary(rounds: list[Round]) -> dict[str, Any]:
     for kind in KINDS:
         runs = [t for r in rounds for t in r.timed[kind]]
         out[kind] = {
-            "median": _median([t.seconds for t in runs]),
+            # Of the runs whose workers all joined: a run that lost some has no time.
+            "median": _median([t.seconds for t in runs if t.seconds is not None]),
             "all": [t.seconds for t in runs],
+            "lost": {
+                "jobs": sum(t.lost for t in runs),
+                "runs": sum(1 for t in runs if t.lost),
+                "of": len(runs),
+            },
             "to_running": _median([t.to_running for t in runs if t.to_running is not None]),
             "start_up": _median(
                 [t.running_to_registered for t in runs if t.running_to_registered is not None]
@@ -432,6 +460,12 @@ def table(results: dict[str, Any]) -> str:
             lines.append(f"{n:>3} {name:<9} " + " ".join(cells)
                          + f" {_fmt(idle):>11} {_fmt(per_claim):>9}")  # fmt: skip
         for name, row in per.items():
+            for kind in KINDS:
+                lost = row[kind].get("lost", {})
+                if lost.get("jobs"):
+                    lines.append(f"    N={n} {name} {kind}: {lost['jobs']} jobs ended as their "
+                                 f"workers joined, in {lost['runs']} of {lost['of']} runs "
+                                 "(left out of the median)")  # fmt: skip
             if row.get("workers_outlived_jobs"):
                 lines.append(f"    N={n} {name}: {row['workers_outlived_jobs']} workers outlived "
                              "their removed jobs at scale(0) (closed by the bench)")  # fmt: skip

@@ -291,18 +291,20 @@ def jobqueue_cluster(
     tag: str,
     extra_args: Sequence[str] = (),
     options: Mapping[str, Any] | None = None,
+    nanny: bool = False,
     **extra_directives: str,
 ) -> HTCondorCluster:
     """dask-jobqueue's cluster on the same pool, its jobs tagged ``BenchRun == tag``.
 
     ``extra_args`` go to each ``dask worker``, ``options`` to ``HTCondorCluster``.
+    No ``nanny``: the same worker process as ours (one, no nanny).
     """
     return HTCondorCluster(
         cores=1,
         memory=WORKER_MEMORY,
         disk=WORKER_DISK,
-        # The same worker process as ours: no nanny, loopback, same Python.
-        nanny=False,
+        # Loopback and the same Python as ours.
+        nanny=nanny,
         scheduler_options={"host": "127.0.0.1", "dashboard_address": None},
         worker_extra_args=["--host", "127.0.0.1", "--no-dashboard", *extra_args],
         **(options or {}),

@@ -56,17 +56,26 @@ class QueueWatch:
         if self._thread is not None:
             self._thread.join()
 
+    def left(self) -> int:
+        """How many of the jobs seen have since left the queue."""
+        return sum(1 for times in list(self.seen.values()) if "left" in times)
+
     def _poll(self) -> None:
         schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
         while not self._stop.is_set():
             ads = schedd.query(self.constraint, projection=["ClusterId", "ProcId", "JobStatus"])
             now = time.time()
+            queued = set()
             for ad in ads:
-                times = self.seen.setdefault(f"{ad['ClusterId']}.{ad['ProcId']}", {})
+                job = f"{ad['ClusterId']}.{ad['ProcId']}"
+                queued.add(job)
+                times = self.seen.setdefault(job, {})
                 times.setdefault("queued", now)
                 state = {1: "idle", 2: "running"}.get(ad["JobStatus"])
                 if state:
                     times.setdefault(state, now)
+            for job in self.seen.keys() - queued:
+                self.seen[job].setdefault("left", now)
             self._stop.wait(POLL)
 
 
