@@ -304,7 +304,7 @@ class Timed:
     running_to_registered: float | None  # median start-up after that
     on_kept_claims: int  # jobs that started on a claim an earlier job held
     n: int
-    lost: int = 0  # jobs that left the queue before their workers stayed joined
+    lost: int = 0  # workers missing: their jobs left the queue, or the run stalled
 
 
 def running_claims(constraint: str) -> set[str]:
@@ -315,16 +315,33 @@ def running_claims(constraint: str) -> set[str]:
     }
 
 
+# A run in which neither a worker joined nor a job was queued, started or
+# left for this long has stalled: seen once, when dask-jobqueue's cluster
+# had lost its scheduler connection at the scale(0) before and queued 8
+# jobs of 10.
+STALLED_AFTER = 60.0
+
+
 def _until_joined(contender: Contender, n: int, watch: phases.QueueWatch) -> int:
     """Wait until ``n`` workers joined, or until every job still queued has
     its worker after some jobs left (a worker that ended at once ends its
-    job, and nothing replaces it): how many jobs left."""
-    started = time.monotonic()
+    job, and nothing replaces it), or until the run stalled: how many
+    workers are missing then."""
+    started = last_change = time.monotonic()
+    seen: tuple[int, int] = (-1, -1)
     while (joined := contender.workers()) < n:
         lost = watch.left()
         if lost and joined >= n - lost:
             return lost
-        if time.monotonic() - started > measures.JOB_TIMEOUT:
+        now = time.monotonic()
+        state = (joined, sum(len(times) for times in list(watch.seen.values())))
+        if state != seen:
+            seen, last_change = state, now
+        elif now - last_change > STALLED_AFTER:
+            print(f"  {contender.name}: {joined} of {n} workers, nothing changed for "
+                  f"{STALLED_AFTER:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+            return n - joined
+        if now - started > measures.JOB_TIMEOUT:
             raise TimeoutError(f"{contender.name}: {joined} of {n} after {measures.JOB_TIMEOUT} s")
         time.sleep(phases.POLL)
     return 0
