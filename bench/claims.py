@@ -315,10 +315,11 @@ def running_claims(constraint: str) -> set[str]:
     }
 
 
-# A run in which neither a worker joined nor a job was queued, started or
-# left for this long has stalled: seen once, when dask-jobqueue's cluster
-# had lost its scheduler connection at the scale(0) before and queued 8
-# jobs of 10.
+# A run whose queued jobs all run, in which neither a worker joined nor a
+# job was queued, started or left for this long, has stalled: seen once,
+# when dask-jobqueue's cluster had lost its scheduler connection at the
+# scale(0) before and queued 8 jobs of 10. An idle job may still wait for
+# the negotiator (up to its 60 s cycle), so a run with one is not stalled.
 STALLED_AFTER = 60.0
 
 
@@ -334,8 +335,10 @@ def _until_joined(contender: Contender, n: int, watch: phases.QueueWatch) -> int
         if lost and joined >= n - lost:
             return lost
         now = time.monotonic()
-        state = (joined, sum(len(times) for times in list(watch.seen.values())))
-        if state != seen:
+        jobs = list(watch.seen.values())
+        state = (joined, sum(len(times) for times in jobs))
+        waiting = any("running" not in times and "left" not in times for times in jobs)
+        if state != seen or waiting:
             seen, last_change = state, now
         elif now - last_change > STALLED_AFTER:
             print(f"  {contender.name}: {joined} of {n} workers, nothing changed for "
