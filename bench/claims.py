@@ -392,11 +392,10 @@ def left_queued(contender: Contender, what: str) -> int:
     """Wait until the contender's jobs left the queue; remove those still
     there after ``REMOVAL_WAIT``: how many."""
     schedd, deadline = measures.schedd(), time.monotonic() + REMOVAL_WAIT
-    while time.monotonic() < deadline:
-        if not schedd.query(contender.jobs(), projection=["ClusterId"]):
-            return 0
+    while left := len(schedd.query(contender.jobs(), projection=["ClusterId"])):
+        if time.monotonic() > deadline:
+            break
         time.sleep(measures.POLL)
-    left = len(schedd.query(contender.jobs(), projection=["ClusterId"]))
     if left:
         print(f"  {contender.name}: {left} jobs still queued {REMOVAL_WAIT:.0f} s after "
               f"{what}; removed by the bench", file=sys.stderr, flush=True)  # fmt: skip

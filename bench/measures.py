@@ -297,7 +297,7 @@ def jobqueue_cluster(
     """dask-jobqueue's cluster on the same pool, its jobs tagged ``BenchRun == tag``.
 
     ``extra_args`` go to each ``dask worker``, ``options`` to ``HTCondorCluster``.
-    No ``nanny``: the same worker process as ours (one, no nanny).
+    Without ``nanny`` each worker is one process, as ours.
     """
     return HTCondorCluster(
         cores=1,
